@@ -1,0 +1,4 @@
+"""Entry point for `python -m privstudy`."""
+from privstudy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""The `privstudy` command: sweep a study, show its status, list trial kinds, aggregate results."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from privstudy import __version__
+
+EPILOG = """\
+examples:
+  privstudy sweep jobs/demo.yaml --executor local        run a study on this machine
+  privstudy sweep jobs/linprog.yaml --smoke --dry-run    show what the smoke variant would run
+  privstudy status results/linprog --json                counts of done / failed / pending trials
+  privstudy kinds linprog                                the parameters of a trial kind
+  python analysis/aggregate.py results/linprog           tables, figures and a report
+
+exit codes: 0 all trials done, 1 some trials failed or are pending, 2 bad input (nothing written),
+130 interrupted (rerun the same command to resume).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="privstudy", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"privstudy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sweep = sub.add_parser("sweep", help="run the trials of a study spec that are not done yet",
+                           description="Validate a study spec (jobs/*.yaml), then run every trial not "
+                                       "yet done; finished trials are skipped, so rerunning resumes.")
+    sweep.add_argument("spec", metavar="JOBS.yaml", help="the study spec")
+    sweep.add_argument("--executor", choices=["inline", "local"], default="local",
+                       help="inline: one trial after another in this process (debuggable); local: a "
+                            "process pool (default)")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="local pool size (default: SLURM_CPUS_PER_TASK, else the core count)")
+    sweep.add_argument("--results", default="results", metavar="DIR",
+                       help="results root; the study goes to DIR/<name> (default: results)")
+    sweep.add_argument("--smoke", action="store_true",
+                       help="apply the spec's `smoke` overrides; results go to DIR/<name>_smoke")
+    sweep.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed")
+    sweep.add_argument("--dry-run", action="store_true", help="validate and show the plan; write nothing")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    status = sub.add_parser("status", help="count a study's done / failed / pending trials",
+                            description="Count a study's trials by state from its results folder.")
+    status.add_argument("study_dir", metavar="DIR", help="the study's results folder (results/<name>)")
+    status.add_argument("--json", action="store_true",
+                        help='print {"done": N, "failed": N, "pending": N, "failures": [...]}')
+
+    kinds = sub.add_parser("kinds", help="list trial kinds, or the parameters of one",
+                           description="List the registered trial kinds, or document one kind's parameters.")
+    kinds.add_argument("kind", nargs="?", help="a kind name")
+
+    agg = sub.add_parser("aggregate", help="build tables, figures and a report from a study's shards",
+                         description="The same as `python analysis/aggregate.py DIR`.")
+    agg.add_argument("study_dir", metavar="DIR", help="a study folder, or a results root of several")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`privstudy sweep`."""
+    from privstudy.harness.spec import SpecError, load_study
+    from privstudy.harness.sweep import run_sweep
+
+    if args.workers is not None and args.workers < 1:
+        return _fail(f"--workers must be >= 1, got {args.workers}")
+    try:
+        study = load_study(args.spec, smoke=args.smoke)
+    except SpecError as err:
+        return _fail(str(err))
+    return run_sweep(study, Path(args.results), args.executor, args.workers, args.retry_failed,
+                     args.dry_run, show_progress=not args.no_progress)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`privstudy status`."""
+    from privstudy.harness import results
+    from privstudy.harness.sweep import study_status
+
+    study_dir = Path(args.study_dir)
+    if not (study_dir / results.MANIFEST).is_file():
+        return _fail(f"{study_dir}: not a study folder (no {results.MANIFEST}); "
+                     f"pass results/<study name> as written by `privstudy sweep`")
+    status = study_status(study_dir)
+    if args.json:
+        print(json.dumps(status.as_json()))
+    else:
+        total = status.done + status.failed + status.pending
+        print(f"{study_dir}: {total} trials: {status.done} done, {status.failed} failed, "
+              f"{status.pending} pending")
+        for f in status.failures:
+            print(f"  failed {f['trial_id']} ({f['kind']}): {f['error']}")
+        if status.unknown_records:
+            print(f"  ({status.unknown_records} records of trials no longer in the spec are ignored)")
+    return 0
+
+
+def cmd_kinds(args: argparse.Namespace) -> int:
+    """`privstudy kinds`."""
+    import dataclasses
+
+    from privstudy.harness.config import field_help, field_types, type_name
+    from privstudy.harness.registry import get_kind, kind_names
+
+    if args.kind is None:
+        for name in kind_names():
+            print(f"{name:18s} {get_kind(name).description}")
+        return 0
+    if args.kind not in kind_names():
+        return _fail(f"unknown kind {args.kind!r}; valid: {', '.join(kind_names())}")
+    kind = get_kind(args.kind)
+    print(f"{kind.name}: {kind.description}\n\nparameters (fixed: / grid: in a study spec):")
+    helps, types_ = field_help(kind.config_cls), field_types(kind.config_cls)
+    for f in dataclasses.fields(kind.config_cls):
+        default = f.default if not isinstance(f.default, tuple) else list(f.default)
+        print(f"  {f.name} ({type_name(types_[f.name])}, default {default!r})\n      {helps[f.name]}")
+    print(f"\ntables: {', '.join(kind.tables)}")
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    """`privstudy aggregate`."""
+    from privstudy.analysis.aggregate import main as aggregate_main
+
+    return aggregate_main([args.study_dir])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `privstudy` command; returns its exit code."""
+    args = build_parser().parse_args(argv)
+    handlers = {"sweep": cmd_sweep, "status": cmd_status, "kinds": cmd_kinds, "aggregate": cmd_aggregate}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

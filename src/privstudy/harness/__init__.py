@@ -1,0 +1,1 @@
+"""The study harness: trial kinds, study specs, result shards, executors and sweeps."""

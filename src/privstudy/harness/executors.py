@@ -1,0 +1,130 @@
+"""Executors: one entry point, a string picks the backend (`inline` loop or `local` process pool)."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from tqdm import tqdm
+
+from privstudy.harness.worker import TrialOutcome, TrialTask, execute_trial, record_status
+
+EXECUTORS = ("inline", "local")
+MAX_POOL_RESTARTS = 3
+
+
+class WorkersDied(RuntimeError):
+    """Worker processes were killed more often than the pool is restarted."""
+
+
+def default_workers() -> int:
+    """``SLURM_CPUS_PER_TASK`` where set (inside an allocation), else the machine's core count."""
+    env = os.environ.get("SLURM_CPUS_PER_TASK")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 1
+
+
+def _progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="trial", file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 10.0)
+
+
+def run_inline(tasks: Sequence[TrialTask], show_progress: bool = True) -> Iterator[TrialOutcome]:
+    """Run trials one after the other in this process (debuggable: breakpoints work)."""
+    with _progress(len(tasks), "trials") if show_progress else _Null() as bar:
+        for task in tasks:
+            outcome = execute_trial(task)
+            bar.update(1)
+            yield outcome
+
+
+def _ignore_sigint() -> None:
+    # The driver handles Ctrl-C and stops the workers itself; a worker interrupted mid-trial
+    # would only print a second traceback. Atomic writes mean no partial shard either way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_local(tasks: Sequence[TrialTask], workers: int, show_progress: bool = True,
+              on_restart: Callable[[int, int], None] | None = None) -> Iterator[TrialOutcome]:
+    """Run trials in a pool of spawned processes, restarting the pool if a worker is killed.
+
+    Args:
+        tasks: the trials to run.
+        workers: pool size.
+        show_progress: draw a progress bar with ETA on stderr.
+        on_restart: called with (restart number, trials left) when a dead pool is replaced.
+
+    Raises:
+        WorkersDied: when workers die more than MAX_POOL_RESTARTS times.
+    """
+    pending = list(tasks)
+    restarts = 0
+    ctx = mp.get_context("spawn")
+    with _progress(len(pending), f"trials ({workers} workers)") if show_progress else _Null() as bar:
+        while pending:
+            pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
+                                          initializer=_ignore_sigint)
+            futures = {pool.submit(execute_trial, t): t for t in pending}
+            finished: set[str] = set()
+            try:
+                for fut in cf.as_completed(futures):
+                    try:
+                        outcome = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        break
+                    finished.add(outcome.trial_id)
+                    bar.update(1)
+                    yield outcome
+            except BaseException:
+                _terminate(pool)
+                raise
+            broken = len(finished) < len(futures)
+            if not broken:
+                pool.shutdown(wait=True)
+                return
+            _terminate(pool)
+            study_dirs = {t.trial_id: Path(t.study_dir) for t in pending}
+            left = []
+            for t in pending:
+                if t.trial_id in finished:
+                    continue
+                status = record_status(study_dirs[t.trial_id], t.trial_id)
+                if status is not None:
+                    # Finished just before the pool broke: report it from its record.
+                    bar.update(1)
+                    yield TrialOutcome(t.trial_id, status, None, 0.0)
+                else:
+                    left.append(t)
+            pending = left
+            restarts += 1
+            if restarts > MAX_POOL_RESTARTS:
+                raise WorkersDied(f"worker processes died {restarts} times (out of memory?); "
+                                  f"{len(pending)} trials not run; rerun with --workers 1 to isolate")
+            if on_restart is not None and pending:
+                on_restart(restarts, len(pending))
+
+
+def _terminate(pool: cf.ProcessPoolExecutor) -> None:
+    processes = list(getattr(pool, "_processes", {}).values())  # private, stable since 3.8
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.join(timeout=5)
+
+
+class _Null:
+    def __enter__(self) -> "_Null":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None

@@ -1,0 +1,174 @@
+"""Result shards: the Parquet layout of a study folder, the provenance schema and atomic writes.
+
+A study folder holds::
+
+    manifest.json                  every trial of the study (written before any trial runs)
+    spec.yaml                      the study spec as given
+    trials/<trial_id>.parquet      one record per finished trial: status done or failed (the commit)
+    tables/<table>/<trial_id>.parquet   the rows of each table the trial emitted
+
+A trial's table shards are written first and its record last, so a trial counts as done only once
+all of its rows are on disk; readers ignore shards whose trial has no ``done`` record.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+"""Bump when a table's columns change meaning; analysis refuses shards of another version."""
+
+PROVENANCE = pa.schema([
+    ("study", pa.string()),
+    ("trial_id", pa.string()),
+    ("kind", pa.string()),
+    ("schema_version", pa.int32()),
+    ("code_version", pa.string()),
+    ("seed", pa.int64()),
+    ("status", pa.string()),  # "done" or "failed"
+    ("error", pa.string()),  # the traceback of a failed trial, else null
+    ("started_at", pa.timestamp("us", tz="UTC")),
+    ("duration_s", pa.float64()),
+    ("host", pa.string()),
+    ("slurm_job_id", pa.string()),
+    ("slurm_array_job_id", pa.string()),
+    ("slurm_array_task_id", pa.string()),
+    ("config_json", pa.string()),
+])
+
+TRIAL_RECORD = pa.schema(list(PROVENANCE) + [
+    ("setting_id", pa.string()),  # hash of the config without its seed: trials of one setting share it
+    ("rows_json", pa.string()),  # table name -> number of rows written, as JSON
+    ("device", pa.string()),  # e.g. "cpu" or "GPU:0 (NVIDIA A100)"
+])
+
+MANIFEST = "manifest.json"
+SPEC_COPY = "spec.yaml"
+TRIALS_DIR = "trials"
+TABLES_DIR = "tables"
+TMP_SUFFIX = ".tmp"
+
+
+def table_schema(kind_columns: pa.Schema) -> pa.Schema:
+    """The full schema of a table: provenance columns, then the kind's own."""
+    clash = set(kind_columns.names) & set(PROVENANCE.names)
+    if clash:
+        raise ValueError(f"table columns {sorted(clash)} clash with provenance columns")
+    return pa.schema(list(PROVENANCE) + list(kind_columns))
+
+
+def to_arrow(rows: pd.DataFrame, kind_columns: pa.Schema, provenance: Mapping[str, Any],
+             table: str) -> pa.Table:
+    """Rows of one table plus provenance, cast to the table's explicit schema.
+
+    Raises:
+        ValueError: when the rows' columns are not exactly the schema's (a bug in the trial kind).
+    """
+    got, want = list(rows.columns), kind_columns.names
+    if sorted(got) != sorted(want):
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        raise ValueError(f"table {table}: columns differ from its schema (missing {missing}, extra {extra})")
+    n = len(rows)
+    arrays = [pa.repeat(pa.scalar(provenance[f.name], type=f.type), n) for f in PROVENANCE]
+    for f in kind_columns:
+        arrays.append(pa.array(rows[f.name].tolist() if f.type == pa.string() else rows[f.name].to_numpy(),
+                               type=f.type, from_pandas=True))
+    return pa.Table.from_arrays(arrays, schema=table_schema(kind_columns))
+
+
+def write_atomic(path: Path, table: pa.Table) -> None:
+    """Write a Parquet file so that readers see all of it or none of it (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def record_path(study_dir: Path, trial_id: str) -> Path:
+    """Where a trial's record lives."""
+    return study_dir / TRIALS_DIR / f"{trial_id}.parquet"
+
+
+def shard_path(study_dir: Path, table: str, trial_id: str) -> Path:
+    """Where a trial's shard of one table lives."""
+    return study_dir / TABLES_DIR / table / f"{trial_id}.parquet"
+
+
+def remove_stale_temp_files(study_dir: Path) -> int:
+    """Delete temp files left by writers that were killed; returns how many were removed."""
+    removed = 0
+    for tmp in study_dir.rglob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+
+
+def read_records(study_dir: Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """All trial records of a study (one row per trial that finished, done or failed)."""
+    files = _parquet_files(study_dir / TRIALS_DIR)
+    names = list(columns) if columns is not None else TRIAL_RECORD.names
+    if not files:
+        return TRIAL_RECORD.empty_table().select(names).to_pandas()
+    tables = [pq.read_table(f, columns=names) for f in files]
+    return pa.concat_tables(tables).to_pandas()
+
+
+def read_table(study_dir: Path, table: str, trial_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Rows of one table over the study's trials (by default every trial recorded as done).
+
+    Args:
+        study_dir: the study folder.
+        table: the table name.
+        trial_ids: restrict to these trials; None means all done trials.
+
+    Returns:
+        The concatenated rows; an empty frame when there are none.
+    """
+    if trial_ids is None:
+        records = read_records(study_dir, ["trial_id", "status"])
+        trial_ids = records.loc[records["status"] == "done", "trial_id"]
+    files = [shard_path(study_dir, table, t) for t in trial_ids]
+    files = [f for f in files if f.exists()]
+    if not files:
+        return pd.DataFrame()
+    return pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
+
+
+def read_manifest(study_dir: Path) -> dict[str, Any]:
+    """The study's manifest (its expanded trials)."""
+    return json.loads((study_dir / MANIFEST).read_text(encoding="utf-8"))

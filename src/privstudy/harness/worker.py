@@ -1,0 +1,143 @@
+"""Running one trial inside any executor: run the kind's pure function, then write its shards and record."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+
+from privstudy import __version__
+from privstudy.harness import results
+from privstudy.harness.config import canonical_json, from_mapping, setting_id
+from privstudy.harness.registry import get_kind
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialTask:
+    """Everything a worker needs to run one trial; small and picklable (configs, never models)."""
+
+    study: str  # study name
+    study_dir: str  # the study folder
+    kind: str  # registered kind name
+    config: dict  # the trial's config as plain values
+    trial_id: str  # its id (checked against the config on arrival)
+    code_version: str  # privstudy version and git commit of the submitting checkout
+    cpus: int = 1  # cores the trial may use (sizes TensorFlow's thread pools)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialOutcome:
+    """What a worker reports back: the status of one trial."""
+
+    trial_id: str
+    status: str  # "done", "failed" or "skipped" (already done on arrival)
+    error: Optional[str]  # last line of the traceback when failed
+    duration_s: float
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``<package version>+g<commit>[.dirty]`` when run from a git checkout, else the package version."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+
+
+def _slurm_ids() -> dict[str, Optional[str]]:
+    env = os.environ
+    return {"slurm_job_id": env.get("SLURM_JOB_ID"),
+            "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+            "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
+
+
+def record_status(study_dir: Path, trial_id: str) -> Optional[str]:
+    """The status in the trial's record ("done" or "failed"), or None when it has none."""
+    path = results.record_path(study_dir, trial_id)
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+    return pq.read_table(path, columns=["status"]).column("status")[0].as_py()
+
+
+def is_done(study_dir: Path, trial_id: str) -> bool:
+    """Whether the trial has a record with status done."""
+    return record_status(study_dir, trial_id) == "done"
+
+
+def _device(kind_uses_tf: bool) -> str:
+    if not kind_uses_tf:
+        return "cpu"
+    from privstudy.harness.tf_setup import device_name
+    return device_name()
+
+
+def execute_trial(task: TrialTask) -> TrialOutcome:
+    """Run one trial and write its shards, then its record; a raised error becomes a failed record.
+
+    Re-running a finished trial is a no-op, so duplicated deliveries (requeued Slurm tasks,
+    resumed sweeps) never count a trial twice.
+    """
+    study_dir = Path(task.study_dir)
+    if is_done(study_dir, task.trial_id):
+        return TrialOutcome(task.trial_id, "skipped", None, 0.0)
+    kind = get_kind(task.kind)
+    cfg = from_mapping(kind.config_cls, task.config)
+    provenance: dict[str, Any] = {
+        "study": task.study, "trial_id": task.trial_id, "kind": task.kind,
+        "schema_version": results.SCHEMA_VERSION, "code_version": task.code_version,
+        "seed": cfg.seed, "status": "done", "error": None,
+        "started_at": dt.datetime.now(dt.timezone.utc), "host": socket.gethostname(),
+        "config_json": canonical_json(cfg), **_slurm_ids(),
+    }
+    start = time.perf_counter()
+    rows_written: dict[str, int] = {}
+    device = "cpu"
+    try:
+        if kind.uses_tensorflow:
+            from privstudy.harness.tf_setup import configure_tensorflow
+            configure_tensorflow(task.cpus)
+        device = _device(kind.uses_tensorflow)
+        produced = kind.run(cfg)
+        unknown = set(produced) - set(kind.tables)
+        if unknown:
+            raise ValueError(f"kind {task.kind} returned undeclared tables {sorted(unknown)}")
+        provenance["duration_s"] = time.perf_counter() - start
+        # Convert every table before writing any, so a schema error leaves nothing behind.
+        arrow = {name: results.to_arrow(rows, kind.tables[name], provenance, name)
+                 for name, rows in produced.items()}
+        for name, table in arrow.items():
+            results.write_atomic(results.shard_path(study_dir, name, task.trial_id), table)
+            rows_written[name] = table.num_rows
+        error = None
+    except Exception:  # noqa: BLE001 - any failure of the science is recorded, the sweep carries on
+        error = traceback.format_exc()
+        provenance.update(status="failed", error=error, duration_s=time.perf_counter() - start)
+        for name in rows_written:
+            results.shard_path(study_dir, name, task.trial_id).unlink(missing_ok=True)
+        rows_written = {}
+    record = dict(provenance, setting_id=setting_id(task.kind, cfg),
+                  rows_json=json.dumps(rows_written, sort_keys=True), device=device)
+    table = pa.Table.from_pylist([record], schema=results.TRIAL_RECORD)
+    results.write_atomic(results.record_path(study_dir, task.trial_id), table)
+    last_line = error.strip().splitlines()[-1] if error else None
+    return TrialOutcome(task.trial_id, provenance["status"], last_line, provenance["duration_s"])
+
+
+def execute_chunk(tasks: list[TrialTask]) -> list[TrialOutcome]:
+    """Run several short trials in one process (one TensorFlow import, one Slurm array task)."""
+    return [execute_trial(t) for t in tasks]
