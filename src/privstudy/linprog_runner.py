@@ -255,6 +255,9 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
             "auc_confidence_membership": stats.auc_from_ranks(conf_ranks, is_member),
             "top_member_share": float(is_member[top].mean()),
             "bottom_member_share": float(is_member[bottom].mean()),
+            # Of all members, the share that lands in each set: percent/100 if confidence ignores membership.
+            "top_members_recall": float(is_member[top].sum() / is_member.sum()),
+            "bottom_members_recall": float(is_member[bottom].sum() / is_member.sum()),
             "top_train_distance_mean": float(np.nanmean(finite_dist[top])),
             "bottom_train_distance_mean": float(np.nanmean(finite_dist[bottom])),
             "top_confidence_mean": float(conf[top].mean()),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from typing import Callable, Mapping
 
 import pandas as pd
@@ -33,9 +34,24 @@ _KIND_MODULES: dict[str, str] = {
 }
 
 
+PLUGIN_ENV = "PRIVSTUDY_KINDS"
+"""Extra kinds as ``name=module[,name=module...]``; each module defines ``KIND``. Worker processes
+inherit the variable, so plugin kinds run under every executor."""
+
+
+def _modules() -> dict[str, str]:
+    modules = dict(_KIND_MODULES)
+    for item in filter(None, (p.strip() for p in os.environ.get(PLUGIN_ENV, "").split(","))):
+        name, sep, module = item.partition("=")
+        if not sep or not name.strip() or not module.strip():
+            raise ValueError(f"{PLUGIN_ENV}: expected name=module entries, got {item!r}")
+        modules[name.strip()] = module.strip()
+    return modules
+
+
 def kind_names() -> list[str]:
-    """The registered kind names, sorted."""
-    return sorted(_KIND_MODULES)
+    """The registered kind names (built-in and from PRIVSTUDY_KINDS), sorted."""
+    return sorted(_modules())
 
 
 def get_kind(name: str) -> TrialKind:
@@ -44,9 +60,10 @@ def get_kind(name: str) -> TrialKind:
     Raises:
         KeyError: with the valid names, when ``name`` is not registered.
     """
-    if name not in _KIND_MODULES:
-        raise KeyError(f"unknown kind {name!r}; valid: {', '.join(kind_names())}")
-    kind = importlib.import_module(_KIND_MODULES[name]).KIND
+    modules = _modules()
+    if name not in modules:
+        raise KeyError(f"unknown kind {name!r}; valid: {', '.join(sorted(modules))}")
+    kind = importlib.import_module(modules[name]).KIND
     if kind.name != name:
-        raise RuntimeError(f"module {_KIND_MODULES[name]} registers kind {kind.name!r}, not {name!r}")
+        raise RuntimeError(f"module {modules[name]} registers kind {kind.name!r}, not {name!r}")
     return kind

@@ -5,7 +5,7 @@ A study folder holds::
     manifest.json                  every trial of the study (written before any trial runs)
     spec.yaml                      the study spec as given
     trials/<trial_id>.parquet      one record per finished trial: status done or failed (the commit)
-    tables/<table>/<trial_id>.parquet   the rows of each table the trial emitted
+    shards/<table>/<trial_id>.parquet   the rows of each table the trial emitted
 
 A trial's table shards are written first and its record last, so a trial counts as done only once
 all of its rows are on disk; readers ignore shards whose trial has no ``done`` record.
@@ -52,7 +52,7 @@ TRIAL_RECORD = pa.schema(list(PROVENANCE) + [
 MANIFEST = "manifest.json"
 SPEC_COPY = "spec.yaml"
 TRIALS_DIR = "trials"
-TABLES_DIR = "tables"
+SHARDS_DIR = "shards"
 TMP_SUFFIX = ".tmp"
 
 
@@ -120,7 +120,7 @@ def record_path(study_dir: Path, trial_id: str) -> Path:
 
 def shard_path(study_dir: Path, table: str, trial_id: str) -> Path:
     """Where a trial's shard of one table lives."""
-    return study_dir / TABLES_DIR / table / f"{trial_id}.parquet"
+    return study_dir / SHARDS_DIR / table / f"{trial_id}.parquet"
 
 
 def remove_stale_temp_files(study_dir: Path) -> int:

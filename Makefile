@@ -1,0 +1,38 @@
+# privstudy: two commands on a fresh machine with Python 3.11:
+#   make demo   create .venv, install, run jobs/demo.yaml on built-in data, aggregate
+#   make test   install the test extra and run the tests
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-real-data venv check-python bench clean-demo
+
+check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; privstudy needs Python 3.11 (TensorFlow 2.15 has no wheels for 3.12+). Install it, or run: make PYTHON=/path/to/python3.11 ..." >&2; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); privstudy needs 3.11 (TensorFlow 2.15 has no wheels for 3.12+): run make PYTHON=/path/to/python3.11 ..." >&2; exit 2; }
+
+$(BIN)/privstudy: setup.cfg pyproject.toml | check-python
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/privstudy
+
+demo: venv
+	rm -rf results/demo
+	$(BIN)/privstudy sweep jobs/demo.yaml --results results
+	$(BIN)/python analysis/aggregate.py results/demo
+	@echo
+	@echo "demo done: report results/demo/report.md, tables results/demo/tables/, figures results/demo/figures/"
+
+test: venv
+	$(BIN)/python -m pytest -m "not real_data and not slurm" $(PYTEST_ARGS)
+
+# pytest exits 5 when it selects no test (e.g. no real-data test exists for a kind yet): not a failure.
+test-real-data: venv
+	$(BIN)/python -m pytest -m real_data $(PYTEST_ARGS); s=$$?; [ $$s -eq 5 ] && exit 0; exit $$s
+
+bench: venv
+	$(BIN)/python benchmarks/bench_linprog.py

@@ -1,0 +1,132 @@
+"""Shared analysis helpers: loading a study's done trials, setting labels, interval summaries, table output."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from privstudy import stats
+from privstudy.harness import results
+
+
+class AnalysisError(RuntimeError):
+    """The results cannot be analysed as they are (wrong schema version, no study folder...)."""
+
+
+@dataclasses.dataclass
+class StudyData:
+    """What analysis knows of one study: its manifest and the records of its trials."""
+
+    study_dir: Path
+    manifest: dict
+    records: pd.DataFrame  # one row per recorded trial in the manifest (done or failed)
+    expected: pd.DataFrame  # one row per manifest trial: trial_id, kind, setting_id
+
+    @property
+    def name(self) -> str:
+        """The study name."""
+        return self.manifest["study"]
+
+    def done_ids(self, kind: str) -> list[str]:
+        """The ids of the done trials of one kind, sorted."""
+        r = self.records
+        return sorted(r.loc[(r["status"] == "done") & (r["kind"] == kind), "trial_id"])
+
+    def table(self, kind: str, table: str) -> pd.DataFrame:
+        """Rows of one table over the kind's done trials, with schema-version check."""
+        rows = results.read_table(self.study_dir, table, self.done_ids(kind))
+        if len(rows):
+            versions = set(rows["schema_version"].unique())
+            if versions != {results.SCHEMA_VERSION}:
+                raise AnalysisError(f"{self.study_dir}: table {table} has schema versions {sorted(versions)}; "
+                                    f"this privstudy reads version {results.SCHEMA_VERSION}: re-run the "
+                                    f"trials with --retry-failed after deleting their shards, or use the "
+                                    f"privstudy version that wrote them")
+        return rows
+
+
+def load_study(study_dir: Path) -> StudyData:
+    """Read a study's manifest and trial records."""
+    if not (study_dir / results.MANIFEST).is_file():
+        raise AnalysisError(f"{study_dir}: not a study folder (no {results.MANIFEST}); "
+                            f"pass results/<study name> as written by `privstudy sweep`")
+    manifest = results.read_manifest(study_dir)
+    expected = pd.DataFrame([{"trial_id": t["trial_id"], "kind": t["kind"], "setting_id": t["setting_id"]}
+                             for t in manifest["trials"]])
+    records = results.read_records(study_dir)
+    records = records[records["trial_id"].isin(expected["trial_id"])].reset_index(drop=True)
+    bad = set(records["schema_version"].unique()) - {results.SCHEMA_VERSION}
+    if bad:
+        raise AnalysisError(f"{study_dir}: trial records of schema version {sorted(bad)}; this privstudy "
+                            f"reads version {results.SCHEMA_VERSION}")
+    return StudyData(study_dir, manifest, records, expected)
+
+
+def varying_params(configs: Iterable[str], ignore: Sequence[str] = ("seed",)) -> list[str]:
+    """Config keys whose values differ between the given config JSONs (the setting's coordinates)."""
+    parsed = [json.loads(c) for c in configs]
+    if not parsed:
+        return []
+    keys = [k for k in parsed[0] if k not in ignore]
+    return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in parsed}) > 1]
+
+
+def add_setting_columns(rows: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
+    """Add one column per varying parameter, read from each row's config_json."""
+    if not len(rows):
+        return rows
+    cache = {c: json.loads(c) for c in rows["config_json"].unique()}
+    out = rows.copy()
+    for p in params:
+        values = {c: cache[c][p] for c in cache}
+        out[p] = rows["config_json"].map(
+            lambda c: json.dumps(values[c]) if isinstance(values[c], list) else values[c])
+    return out
+
+
+def summarise(rows: pd.DataFrame, by: list[str], value: str, prefix: str | None = None) -> pd.DataFrame:
+    """Mean and 95% Student-t interval of a per-trial value within each group.
+
+    Returns:
+        columns ``by + [<p>_mean, <p>_ci_low, <p>_ci_high, n_trials]`` with p = prefix or value.
+    """
+    p = prefix or value
+    groups = []
+    for key, g in rows.groupby(by, sort=True, dropna=False):
+        m, lo, hi, n = stats.mean_interval(g[value].to_numpy(dtype=np.float64))
+        key = key if isinstance(key, tuple) else (key,)
+        groups.append({**dict(zip(by, key)), f"{p}_mean": m, f"{p}_ci_low": lo, f"{p}_ci_high": hi,
+                       "n_trials": n})
+    return pd.DataFrame(groups)
+
+
+def fmt_interval(mean: float, low: float, high: float, digits: int = 3) -> str:
+    """``mean [low, high]`` for Markdown tables; ``n/a`` for NaN."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if low == high:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of a frame (values as shown by str())."""
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(out_dir: Path, name: str, numeric: pd.DataFrame, pretty: pd.DataFrame, title: str) -> list[Path]:
+    """Write a table as CSV (full precision) and Markdown (intervals formatted), atomically."""
+    csv_path, md_path = out_dir / "tables" / f"{name}.csv", out_dir / "tables" / f"{name}.md"
+    results.write_text_atomic(csv_path, numeric.to_csv(index=False, float_format="%.10g"))
+    results.write_text_atomic(md_path, f"# {title}\n\n" + markdown_table(pretty))
+    return [csv_path, md_path]

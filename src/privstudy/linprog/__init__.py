@@ -1,0 +1,1 @@
+"""The linear-programming pipeline: the query grid and LP-trained linear classifiers."""

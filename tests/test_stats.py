@@ -1,0 +1,62 @@
+"""Statistics on cases whose answers are known by hand."""
+import numpy as np
+import pytest
+from scipy.stats import rankdata, spearmanr
+
+from privstudy import stats
+
+
+def test_six_point_auc_of_a_loss_threshold_attack():
+    # Members have lower loss; score = -loss. Of 36 member/non-member pairs, the member wins 29
+    # and 2 tie (1.3 vs 1.3 and 0.4 vs 0.4): AUC = (29 + 0.5 * 2) / 36 = 0.8333.
+    members = np.array([0.1, 0.2, 1.3, 0.4, 0.5, 0.6])
+    nonmembers = np.array([1.1, 1.2, 1.3, 0.4, 1.5, 1.6])
+    scores = -np.concatenate([members, nonmembers])
+    labels = np.r_[np.ones(6, bool), np.zeros(6, bool)]
+    assert stats.auc(scores, labels) == pytest.approx(30 / 36)
+    assert round(stats.auc(scores, labels), 2) == 0.83
+
+
+def test_perfectly_separated_scores_give_auc_one_and_reversed_zero():
+    labels = np.r_[np.ones(5, bool), np.zeros(5, bool)]
+    scores = np.r_[np.arange(10, 15), np.arange(5)].astype(float)
+    assert stats.auc(scores, labels) == 1.0
+    assert stats.auc(-scores, labels) == 0.0
+
+
+def test_identical_distributions_give_auc_near_half():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=20000)
+    labels = rng.random(20000) < 0.5
+    # Standard error of the AUC here is about 0.004; 0.02 is five of them.
+    assert abs(stats.auc(scores, labels) - 0.5) < 0.02
+
+
+def test_auc_with_one_class_is_nan():
+    assert np.isnan(stats.auc(np.arange(3.0), np.ones(3, bool)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_average_ranks_match_scipy_with_and_without_an_order(seed):
+    v = np.random.default_rng(seed).integers(0, 20, 500).astype(float)
+    np.testing.assert_allclose(stats.average_ranks(v), rankdata(v))
+    order = np.lexsort((np.arange(500)[::-1], v))  # any order that sorts v
+    np.testing.assert_allclose(stats.average_ranks(v, order), rankdata(v))
+
+
+def test_spearman_matches_scipy_and_handles_constants():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 30, 300), rng.normal(size=300)
+    assert stats.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)
+    assert stats.spearman(np.arange(10), np.arange(10) ** 3) == pytest.approx(1.0)
+    assert np.isnan(stats.spearman(np.ones(5), np.arange(5)))
+
+
+def test_mean_interval_by_hand():
+    # mean 2, sd 1, n 3: half-width t(0.975, 2) * 1 / sqrt(3) = 4.302653 / 1.732051 = 2.484138
+    m, lo, hi, n = stats.mean_interval(np.array([1.0, 2.0, 3.0]))
+    assert (m, n) == (2.0, 3)
+    assert hi - m == pytest.approx(2.484138, abs=1e-6)
+    assert m - lo == pytest.approx(2.484138, abs=1e-6)
+    assert stats.mean_interval(np.array([4.0])) == (4.0, 4.0, 4.0, 1)
+    assert stats.mean_interval(np.array([np.nan]))[3] == 0
