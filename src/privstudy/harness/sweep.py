@@ -98,8 +98,9 @@ def describe_plan(study: Study, todo: list, skipped: dict[str, int], out: TextIO
 
 def run_sweep(study: Study, results_root: Path, executor: str, workers: Optional[int],
               retry_failed: bool, dry_run: bool, show_progress: bool = True,
-              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+              out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     """Run a validated study; returns the process exit code (0 all done, 1 some failed, 130 interrupted)."""
+    out, err = out or sys.stdout, err or sys.stderr
     study_dir = study_dir_for(study, results_root)
     todo, skipped = plan(study, study_dir, retry_failed)
     describe_plan(study, todo, skipped, out)
