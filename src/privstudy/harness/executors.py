@@ -29,6 +29,19 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _thread_env(workers: int) -> dict[str, str]:
+    """BLAS/OpenMP thread counts for pool workers: the cores shared out, unless the user set them.
+
+    Without this, each worker's numpy/scipy spawns a thread per core and the workers fight over
+    the cores (measured on the LP benchmark: 0.91 s CPU per trial instead of 0.53 s).
+    """
+    per_worker = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    return {k: os.environ.get(k, per_worker) for k in THREAD_ENV}
+
+
 def _progress(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="trial", file=sys.stderr, dynamic_ncols=True,
                 mininterval=0.5 if sys.stderr.isatty() else 10.0)
@@ -63,8 +76,23 @@ def run_local(tasks: Sequence[TrialTask], workers: int, show_progress: bool = Tr
         WorkersDied: when workers die more than MAX_POOL_RESTARTS times.
     """
     pending = list(tasks)
-    restarts = 0
     ctx = mp.get_context("spawn")
+    # Spawned children copy os.environ when they start: set the thread counts for them.
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update(_thread_env(workers))
+    try:
+        yield from _run_pool(pending, workers, ctx, show_progress, on_restart)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_pool(pending: list[TrialTask], workers: int, ctx, show_progress: bool,
+              on_restart: Callable[[int, int], None] | None) -> Iterator[TrialOutcome]:
+    restarts = 0
     with _progress(len(pending), f"trials ({workers} workers)") if show_progress else _Null() as bar:
         while pending:
             pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
