@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from privstudy.harness import results
+
 from privstudy.analysis.common import StudyData, add_setting_columns, fmt_interval, summarise
 from privstudy.analysis.common import varying_params, write_table
 
@@ -107,9 +109,6 @@ def _figure(curve: pd.DataFrame, params: list[str], out_dir: Path) -> Path:
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     path = out_dir / "figures" / "linprog_binned_curve.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
-    tmp.replace(path)
     return path

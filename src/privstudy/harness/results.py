@@ -16,7 +16,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import IO, Any, Callable, Iterable, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -83,34 +83,29 @@ def to_arrow(rows: pd.DataFrame, kind_columns: pa.Schema, provenance: Mapping[st
     return pa.Table.from_arrays(arrays, schema=table_schema(kind_columns))
 
 
-def write_atomic(path: Path, table: pa.Table) -> None:
-    """Write a Parquet file so that readers see all of it or none of it (temp file, fsync, rename)."""
+def write_file_atomic(path: Path, mode: str, write: Callable[[IO], None]) -> None:
+    """Write a file so that readers see all of it or none of it (temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, table: pa.Table) -> None:
+    """Write a Parquet file atomically."""
+    write_file_atomic(path, "wb", lambda fh: pq.write_table(table, fh, compression="zstd"))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write a text file atomically."""
+    write_file_atomic(path, "w", lambda fh: fh.write(text))
 
 
 def record_path(study_dir: Path, trial_id: str) -> Path:
