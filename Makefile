@@ -9,8 +9,8 @@ PYTEST_ARGS ?=
 .PHONY: demo test test-real-data venv check-python bench clean-demo
 
 check-python:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; privstudy needs Python 3.11 (TensorFlow 2.15 has no wheels for 3.12+). Install it, or run: make PYTHON=/path/to/python3.11 ..." >&2; exit 2; }
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); privstudy needs 3.11 (TensorFlow 2.15 has no wheels for 3.12+): run make PYTHON=/path/to/python3.11 ..." >&2; exit 2; }
+	@v=$$($(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null) || { echo "error: '$(PYTHON)' does not run; privstudy needs Python 3.11 (TensorFlow 2.15 has no wheels for 3.12+): install it, or run make PYTHON=/path/to/python3.11 ..." >&2; exit 2; }; \
+	case "$$v" in 3.11.*) ;; *) echo "error: '$(PYTHON)' is Python $$v; privstudy needs 3.11 (TensorFlow 2.15 has no wheels for 3.12+): run make PYTHON=/path/to/python3.11 ..." >&2; exit 2;; esac
 
 $(BIN)/privstudy: setup.cfg pyproject.toml | check-python
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
