@@ -182,3 +182,15 @@ def test_published_linprog_command_line_runs_through_the_harness(tmp_path, capsy
     capsys.readouterr()
     assert run_cli("sweep", str(study / "spec.yaml"), "--results", str(tmp_path), "--executor", "inline") == 0
     assert "to run: 0; already done: 4" in capsys.readouterr().out
+
+
+def test_light_trials_never_import_tensorflow(tmp_path, write_spec):
+    import subprocess
+    import sys
+    spec = write_spec(small_lp_spec(seeds=1))
+    code = ("import sys; from privstudy.cli import main; "
+            f"rc = main(['sweep', {str(spec)!r}, '--results', {str(tmp_path / 'r')!r}, '--executor', 'inline', "
+            "'--no-progress']); assert rc == 0, rc; "
+            "assert 'tensorflow' not in sys.modules, 'a linprog sweep imported tensorflow'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

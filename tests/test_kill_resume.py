@@ -105,3 +105,22 @@ def test_sigkill_of_a_worker_restarts_the_pool(reference, tmp_path):
     assert "a worker died; restarting the pool" in err
     assert "20 done, 0 failed, 0 pending" in out
     assert _tables(study) == expected
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(reference, tmp_path):
+    spec, expected = reference
+    root = tmp_path / "r"
+    proc = _sweep(spec, root, "--workers", "2")
+    study = root / "killme"
+    _wait_for_records(study, 3, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole process group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "rerun the same command to resume" in err
+    assert not list(study.rglob("*.tmp")), "Ctrl-C left a partial file"
+    n_before = _n_records(study)
+    rerun = _sweep(spec, root, "--workers", "2")
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert f"already done: {n_before}" in out
+    assert _tables(study) == expected

@@ -133,6 +133,8 @@ def run_sweep(study: Study, results_root: Path, executor: str, workers: Optional
             if outcome.status == "failed":
                 print(f"trial {outcome.trial_id} failed: {outcome.error}", file=err)
     except KeyboardInterrupt:
+        # The workers are stopped by now; a write they were in the middle of left only a temp file.
+        results.remove_stale_temp_files(study_dir)
         print(f"\ninterrupted: {counts['done']} trials finished this run; rerun the same command to "
               f"resume (finished trials are skipped)", file=err)
         return EXIT_INTERRUPTED
