@@ -12,8 +12,12 @@ from privstudy.harness import results
 BUILDERS = {linprog.KIND: linprog.build}
 
 
-def aggregate_study(study_dir: Path) -> Path:
-    """Write ``tables/``, ``figures/`` and ``report.md`` under a study folder; return the report path."""
+def aggregate_study(study_dir: Path) -> tuple[Path, int, int]:
+    """Write ``tables/``, ``figures/`` and ``report.md`` under a study folder.
+
+    Returns:
+        (report path, number of failed trials, number of pending trials).
+    """
     study = common.load_study(study_dir)
     n_expected = len(study.expected)
     done = int((study.records["status"] == "done").sum())
@@ -38,7 +42,7 @@ def aggregate_study(study_dir: Path) -> Path:
         lines += builder(study, study_dir) + [""]
     report = study_dir / "report.md"
     results.write_text_atomic(report, "\n".join(lines).rstrip() + "\n")
-    return report
+    return report, len(failed), pending
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,13 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for d in dirs:
         try:
-            report = aggregate_study(d)
+            report, n_failed, n_pending = aggregate_study(d)
         except common.AnalysisError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        status = common.load_study(d)
-        n_failed = int((status.records["status"] == "failed").sum())
-        n_pending = len(status.expected) - len(status.records)
         print(f"{d}: tables in {d / 'tables'}, figures in {d / 'figures'}, report {report}")
         if n_failed or n_pending:
             print(f"warning: {d}: {n_failed} failed and {n_pending} pending trials are not in the tables",
