@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-real-data venv check-python bench clean-demo
+.PHONY: demo test test-real-data test-slurm venv check-python bench clean-demo
 
 check-python:
 	@v=$$($(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null) || { echo "error: '$(PYTHON)' does not run; privstudy needs Python 3.11 (TensorFlow 2.15 has no wheels for 3.12+): install it, or run make PYTHON=/path/to/python3.11 ..." >&2; exit 2; }; \
@@ -33,6 +33,10 @@ test: venv
 # pytest exits 5 when it selects no test (e.g. no real-data test exists for a kind yet): not a failure.
 test-real-data: venv
 	$(BIN)/python -m pytest -m real_data $(PYTEST_ARGS); s=$$?; [ $$s -eq 5 ] && exit 0; exit $$s
+
+# Needs a reachable Slurm controller, e.g. `sudo slurm/local-cluster/up.sh && source /tmp/privstudy-slurm/env.sh`.
+test-slurm: venv
+	$(BIN)/python -m pytest -m slurm $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/bench_linprog.py

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import time
 
 import numpy as np
@@ -17,6 +19,8 @@ class EchoConfig(TrialConfig):
     n_rows: int = param(3, "Rows to emit.")
     fail_seeds: tuple[int, ...] = param((), "Seeds whose trial raises.")
     sleep_s: float = param(0.0, "Seconds to sleep before returning.")
+    die_seeds: tuple[int, ...] = param((), "Seeds whose trial kills its own process (SIGKILL).")
+    env_var: str = param("", "Name of an environment variable to record in column `env`.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -27,9 +31,13 @@ def run(cfg: EchoConfig) -> dict[str, pd.DataFrame]:
     if cfg.seed in cfg.fail_seeds:
         raise RuntimeError(f"seed {cfg.seed} fails on purpose")
     time.sleep(cfg.sleep_s)
+    if cfg.seed in cfg.die_seeds:
+        os.kill(os.getpid(), signal.SIGKILL)
     rng = np.random.default_rng(cfg.seed)
-    return {"echo": pd.DataFrame({"i": np.arange(cfg.n_rows), "x": rng.normal(size=cfg.n_rows)})}
+    env = os.environ.get(cfg.env_var) if cfg.env_var else None
+    return {"echo": pd.DataFrame({"i": np.arange(cfg.n_rows), "x": rng.normal(size=cfg.n_rows),
+                                  "env": [env] * cfg.n_rows})}
 
 
 KIND = TrialKind(name="echo", description="test kind", config_cls=EchoConfig, run=run,
-                 tables={"echo": pa.schema([("i", pa.int64()), ("x", pa.float64())])})
+                 tables={"echo": pa.schema([("i", pa.int64()), ("x", pa.float64()), ("env", pa.string())])})

@@ -91,7 +91,7 @@ def test_status_counts_pending_trials_of_a_partial_study(tmp_path, write_spec, c
     write_manifest(study, root / "lp")
     capsys.readouterr()
     assert run_cli("status", str(root / "lp"), "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"done": 2, "failed": 0, "pending": 4, "failures": []}
+    assert json.loads(capsys.readouterr().out) == {"done": 2, "failed": 0, "pending": 4, "failures": [], "slurm_tasks": {}}
     assert run_cli("status", str(root / "lp")) == 0
     assert "6 trials: 2 done, 0 failed, 4 pending" in capsys.readouterr().out
 

@@ -32,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Validate a study spec (jobs/*.yaml), then run every trial not "
                                        "yet done; finished trials are skipped, so rerunning resumes.")
     sweep.add_argument("spec", metavar="JOBS.yaml", help="the study spec")
-    sweep.add_argument("--executor", choices=["inline", "local"], default="local",
+    sweep.add_argument("--executor", choices=["inline", "local", "slurm", "auto"], default="local",
                        help="inline: one trial after another in this process (debuggable); local: a "
-                            "process pool (default)")
+                            "process pool (default); slurm: job arrays through submitit; auto: slurm "
+                            "where a Slurm controller answers, else local")
     sweep.add_argument("--workers", type=int, default=None,
                        help="local pool size (default: SLURM_CPUS_PER_TASK, else the core count)")
     sweep.add_argument("--results", default="results", metavar="DIR",
@@ -44,12 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed")
     sweep.add_argument("--dry-run", action="store_true", help="validate and show the plan; write nothing")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument("--no-wait", action="store_true",
+                       help="slurm: submit the arrays and exit; `privstudy status` follows the study")
 
     status = sub.add_parser("status", help="count a study's done / failed / pending trials",
                             description="Count a study's trials by state from its results folder.")
     status.add_argument("study_dir", metavar="DIR", help="the study's results folder (results/<name>)")
     status.add_argument("--json", action="store_true",
-                        help='print {"done": N, "failed": N, "pending": N, "failures": [...]}')
+                        help='print {"done": N, "failed": N, "pending": N, "failures": [...], "slurm_tasks": {state: N}}')
 
     kinds = sub.add_parser("kinds", help="list trial kinds, or the parameters of one",
                            description="List the registered trial kinds, or document one kind's parameters.")
@@ -78,7 +81,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except SpecError as err:
         return _fail(str(err))
     return run_sweep(study, Path(args.results), args.executor, args.workers, args.retry_failed,
-                     args.dry_run, show_progress=not args.no_progress)
+                     args.dry_run, show_progress=not args.no_progress, no_wait=args.no_wait)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -91,14 +94,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _fail(f"{study_dir}: not a study folder (no {results.MANIFEST}); "
                      f"pass results/<study name> as written by `privstudy sweep`")
     status = study_status(study_dir)
+    live: dict[str, int] = {}
+    if (study_dir / "slurm").is_dir():  # submitted with the slurm executor: what is still queued/running
+        from privstudy.harness.slurm import live_tasks
+        for state in live_tasks(study_dir).values():
+            live[state.lower()] = live.get(state.lower(), 0) + 1
     if args.json:
-        print(json.dumps(status.as_json()))
+        print(json.dumps({**status.as_json(), "slurm_tasks": live}))
     else:
         total = status.done + status.failed + status.pending
         print(f"{study_dir}: {total} trials: {status.done} done, {status.failed} failed, "
               f"{status.pending} pending")
         for f in status.failures:
             print(f"  failed {f['trial_id']} ({f['kind']}): {f['error']}")
+        if live:
+            print(f"  slurm array tasks: {', '.join(f'{n} {s}' for s, n in sorted(live.items()))}")
         if status.unknown_records:
             print(f"  ({status.unknown_records} records of trials no longer in the spec are ignored)")
     return 0

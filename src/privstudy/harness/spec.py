@@ -34,19 +34,51 @@ class SpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
-    """What one trial needs from a machine (the Slurm executor asks for this per array task)."""
+    """What an experiment's trials need from a machine; the Slurm executor turns it into sbatch flags.
 
-    cpus: int = param(1, "CPU cores per trial (also sizes TensorFlow's thread pools).")
-    mem_gb: float = param(4.0, "Memory per trial, in GiB.")
-    gpus: int = param(0, "GPUs per trial (per node).")
-    timeout_min: int = param(60, "Wall-clock limit of one trial, in minutes.")
+    On Slurm, one array task runs ``trials_per_task`` trials in one process (one TensorFlow import);
+    ``timeout_min`` is the limit of that task. A task stopped by its time limit or by preemption is
+    requeued (up to ``requeues`` times) and carries on with the trials it had not finished.
+    """
+
+    cpus: int = param(1, "CPU cores per trial / per Slurm array task (also sizes TensorFlow's thread pools).")
+    mem_gb: float = param(4.0, "Memory per trial / per Slurm array task, in GiB.")
+    gpus: int = param(0, "GPUs per node for each Slurm array task (sbatch --gpus-per-node).")
+    timeout_min: int = param(60, "Wall-clock limit of one Slurm array task, in minutes.")
     partition: Optional[str] = param(None, "Slurm partition; null means the cluster's default.")
+    qos: Optional[str] = param(None, "Slurm quality of service (sbatch --qos); null: none.")
+    account: Optional[str] = param(None, "Slurm account to charge (sbatch --account); null: the default.")
+    constraint: Optional[str] = param(None, "Slurm node features (sbatch --constraint), e.g. 'a100|v100'.")
+    sbatch: tuple[str, ...] = param((), "Extra sbatch flags, each '--name=value' or '--flag', "
+                                        "e.g. ['--exclusive', '--reservation=ml'].")
+    trials_per_task: Optional[int] = param(None, "Trials packed into one Slurm array task; null: derived "
+                                                 "from timeout_min and trial_min (1 without trial_min).")
+    trial_min: Optional[float] = param(None, "Expected minutes per trial, used to pack trials into "
+                                             "array tasks so that a task fills 80% of timeout_min.")
+    array_parallelism: int = param(256, "Most array tasks of one job running at once (sbatch --array=%N).")
+    requeues: int = param(3, "Times a Slurm task stopped by its time limit or preemption is requeued.")
 
     def __post_init__(self) -> None:
         check(self.cpus >= 1, "cpus", f"must be >= 1, got {self.cpus}")
         check(self.mem_gb > 0, "mem_gb", f"must be > 0, got {self.mem_gb}")
         check(self.gpus >= 0, "gpus", f"must be >= 0, got {self.gpus}")
         check(self.timeout_min >= 1, "timeout_min", f"must be >= 1, got {self.timeout_min}")
+        check(self.trials_per_task is None or self.trials_per_task >= 1, "trials_per_task",
+              f"must be >= 1, got {self.trials_per_task}")
+        check(self.trial_min is None or self.trial_min > 0, "trial_min", f"must be > 0, got {self.trial_min}")
+        check(self.array_parallelism >= 1, "array_parallelism", f"must be >= 1, got {self.array_parallelism}")
+        check(self.requeues >= 0, "requeues", f"must be >= 0, got {self.requeues}")
+        for i, flag in enumerate(self.sbatch):
+            check(bool(re.match(r"^--[A-Za-z][A-Za-z0-9_-]*(=.*)?$", flag)), f"sbatch[{i}]",
+                  f"expected '--name=value' or '--flag', got {flag!r}")
+
+    def chunk_size(self) -> int:
+        """Trials per Slurm array task."""
+        if self.trials_per_task is not None:
+            return self.trials_per_task
+        if self.trial_min is not None:
+            return max(1, int(0.8 * self.timeout_min // self.trial_min))
+        return 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ from privstudy.harness.spec import Study
 from privstudy.harness.worker import TrialTask, code_version
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+LOST_MARK = "SlurmTaskLost: "  # the last line of the record of a trial whose Slurm task vanished
 
 
 @dataclasses.dataclass
@@ -64,8 +65,11 @@ def plan(study: Study, study_dir: Path, retry_failed: bool) -> tuple[list, dict[
     """The trials to run now and the counts of those skipped as done or as failed."""
     status: dict[str, str] = {}
     if (study_dir / results.TRIALS_DIR).is_dir():
-        records = results.read_records(study_dir, ["trial_id", "status"])
+        records = results.read_records(study_dir, ["trial_id", "status", "error"])
         status = dict(zip(records["trial_id"], records["status"]))
+        # Trials lost with their Slurm task (cancelled, node failure) did not fail: run them again.
+        lost = {t for t, e in zip(records["trial_id"], records["error"]) if e and LOST_MARK in e}
+        status = {t: ("lost" if t in lost else s) for t, s in status.items()}
     todo, skipped = [], collections.Counter()
     for trial in study.trials:
         state = status.get(trial.trial_id)
@@ -96,23 +100,61 @@ def describe_plan(study: Study, todo: list, skipped: dict[str, int], out: TextIO
           f"failed before (not retried): {skipped.get('failed', 0)}", file=out)
 
 
+def resolve_executor(executor: str, out: TextIO) -> str:
+    """``auto`` becomes ``slurm`` where a Slurm controller answers, else ``local``; says which."""
+    if executor != "auto":
+        return executor
+    from privstudy.harness.slurm import slurm_reachable
+
+    ok, why = slurm_reachable()
+    chosen = "slurm" if ok else "local"
+    print(f"executor auto: {chosen} ({why})", file=out)
+    return chosen
+
+
 def run_sweep(study: Study, results_root: Path, executor: str, workers: Optional[int],
               retry_failed: bool, dry_run: bool, show_progress: bool = True,
-              out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
+              out: Optional[TextIO] = None, err: Optional[TextIO] = None, no_wait: bool = False) -> int:
     """Run a validated study; returns the process exit code (0 all done, 1 some failed, 130 interrupted)."""
     out, err = out or sys.stdout, err or sys.stderr
     study_dir = study_dir_for(study, results_root)
+    executor = resolve_executor(executor, out)
+    if no_wait and executor != "slurm":
+        print(f"error: --no-wait needs the slurm executor (this sweep uses {executor})", file=err)
+        return EXIT_USAGE
     todo, skipped = plan(study, study_dir, retry_failed)
     describe_plan(study, todo, skipped, out)
     if dry_run:
+        if executor == "slurm":
+            from privstudy.harness.slurm import chunks_for
+            by_id = {t.trial_id: t.resources for t in study.trials}
+            for res, chunks in chunks_for(tasks_for(study, study_dir, todo), by_id):
+                print(f"  slurm: {len(chunks)} array tasks of up to {res.chunk_size()} "
+                      f"{chunks[0][0].kind} trials", file=out)
         print(f"dry run: nothing written; results would go to {study_dir}", file=out)
         return EXIT_OK
+    if executor == "slurm":
+        from privstudy.harness.slurm import live_tasks, slurm_reachable
+        ok, why = slurm_reachable()
+        if not ok:
+            print(f"error: Slurm is not reachable here ({why}); run on a cluster's login node, or use "
+                  f"--executor local (or auto)", file=err)
+            return EXIT_USAGE
+        live = live_tasks(study_dir)
+        if live:
+            arrays = sorted({t.split("_")[0] for t in live})
+            print(f"error: {len(live)} array tasks of an earlier sweep of this study are still queued or "
+                  f"running (jobs {', '.join(arrays)}); wait for them (`privstudy status {study_dir}`) or "
+                  f"`scancel {' '.join(arrays)}`, then rerun", file=err)
+            return EXIT_USAGE
     study_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(study, study_dir)
-    if executor in ("inline", "local"):
-        # This process owns the folder for the run: temp files here were left by killed writers.
-        results.remove_stale_temp_files(study_dir)
+    # This process owns the folder for the run (no task of an earlier sweep is alive): temp files
+    # here were left by killed writers.
+    results.remove_stale_temp_files(study_dir)
     tasks = tasks_for(study, study_dir, todo)
+    if executor == "slurm":
+        return _run_slurm(study, study_dir, tasks, show_progress, no_wait, out, err)
     n_workers = workers or executors.default_workers()
     if executor == "local":
         print(f"executor local: {min(n_workers, max(1, len(tasks)))} worker processes", file=out)
@@ -144,11 +186,56 @@ def run_sweep(study: Study, results_root: Path, executor: str, workers: Optional
     return report(study_dir, out, err)
 
 
+def _run_slurm(study: Study, study_dir: Path, tasks: list[TrialTask], show_progress: bool,
+               no_wait: bool, out: TextIO, err: TextIO) -> int:
+    import signal
+
+    from privstudy.harness import slurm
+
+    if not tasks:
+        return report(study_dir, out, err)
+    resources = {t.trial_id: t.resources for t in study.trials}
+    try:
+        folder, jobs = slurm.submit(tasks, resources, study.name, study_dir, out)
+    except slurm.SlurmError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    print(f"slurm logs and scripts: {folder}", file=out)
+    if no_wait:
+        print(f"not waiting: watch with `privstudy status {study_dir}`; rerun the same command after the "
+              f"jobs end to pick up anything lost", file=out)
+        return EXIT_OK
+
+    def on_term(signum, frame):  # the driver's own job was cancelled or hit its time limit
+        raise SystemExit(f"driver stopped by signal {signum}; the array jobs carry on: watch with "
+                         f"`privstudy status {study_dir}`, rerun the same command after they end")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        outcomes = slurm.wait(jobs, tasks, study_dir, show_progress, err)
+    except KeyboardInterrupt:
+        slurm.cancel(jobs, err)
+        results.remove_stale_temp_files(study_dir)
+        print("\ninterrupted: array jobs cancelled; rerun the same command to resume (finished trials are "
+              "skipped)", file=err)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for outcome in outcomes:
+        if outcome.status == "failed" and LOST_MARK not in (outcome.error or ""):
+            print(f"trial {outcome.trial_id} failed: {outcome.error}", file=err)
+    return report(study_dir, out, err)
+
+
 def report(study_dir: Path, out: TextIO, err: TextIO) -> int:
     """Print the study's final status; 1 when any trial failed or is missing."""
     status = study_status(study_dir)
     print(f"{study_dir}: {status.done} done, {status.failed} failed, {status.pending} pending", file=out)
-    if status.failed:
-        print(f"{status.failed} trials failed; see `privstudy status {study_dir}`, then rerun with "
+    lost = sum(1 for f in status.failures if f["error"].startswith(LOST_MARK))
+    if status.failed - lost:
+        print(f"{status.failed - lost} trials failed; see `privstudy status {study_dir}`, then rerun with "
               f"--retry-failed", file=err)
+    if lost:
+        print(f"{lost} trials were lost with their Slurm task; rerun the same command to run them again",
+              file=err)
     return EXIT_OK if status.failed == 0 and status.pending == 0 else EXIT_FAILED

@@ -138,6 +138,24 @@ def execute_trial(task: TrialTask) -> TrialOutcome:
     return TrialOutcome(task.trial_id, provenance["status"], last_line, provenance["duration_s"])
 
 
+def write_lost_record(task: TrialTask, reason: str, detail: str, slurm_task: Optional[str] = None) -> None:
+    """Record a trial whose process died without writing its record (e.g. a cancelled Slurm task).
+
+    ``reason`` is the error's last line (what `privstudy status` shows); ``detail`` goes above it.
+    """
+    cfg = from_mapping(get_kind(task.kind).config_cls, task.config)
+    now = dt.datetime.now(dt.timezone.utc)
+    record = {"study": task.study, "trial_id": task.trial_id, "kind": task.kind,
+              "schema_version": results.SCHEMA_VERSION, "code_version": task.code_version, "seed": cfg.seed,
+              "status": "failed", "error": f"{detail}\n{reason}", "started_at": now, "host": socket.gethostname(),
+              "config_json": canonical_json(cfg), "slurm_job_id": slurm_task,
+              "slurm_array_job_id": slurm_task.split("_")[0] if slurm_task else None,
+              "slurm_array_task_id": slurm_task.split("_")[1] if slurm_task and "_" in slurm_task else None, "duration_s": 0.0, "setting_id": setting_id(task.kind, cfg),
+              "rows_json": "{}", "device": "unknown"}
+    table = pa.Table.from_pylist([record], schema=results.TRIAL_RECORD)
+    results.write_atomic(results.record_path(Path(task.study_dir), task.trial_id), table)
+
+
 def execute_chunk(tasks: list[TrialTask]) -> list[TrialOutcome]:
     """Run several short trials in one process (one TensorFlow import, one Slurm array task)."""
     return [execute_trial(t) for t in tasks]
