@@ -1,0 +1,1 @@
+"""Membership inference: study-level membership (keep matrix), per-example scores, attacks, metrics."""

@@ -1,0 +1,192 @@
+"""Membership inference attacks: recorded per-example scores of M models in, membership scores out.
+
+Every attack scores the examples for one *target* model, using the other M - 1 models of the study as
+shadow / reference models (whose membership, the keep matrix, the attacker is assumed to know), and
+returns one score per example, higher meaning "more likely a member of the target's training set".
+Pure numpy / scipy / scikit-learn: no TensorFlow, no files.
+
+Attacks (name -> what):
+
+* ``loss``, ``confidence``, ``entropy``, ``modified_entropy``: global-threshold attacks on the target's
+  loss, true-class probability, prediction entropy and modified entropy (Song and Mittal 2021).
+* ``shadow``: Shokri et al. 2017: per class, an attack classifier trained on the shadow models'
+  prediction vectors labelled in / out, applied to the target's.
+* ``lira_online``, ``lira_online_fixed``: LiRA (Carlini et al. 2022), per-example Gaussians of the
+  logit-scaled confidence from IN and OUT shadows (median as the mean, as in the authors' code),
+  per-example or global variance, log-likelihood ratio averaged over test-time views.
+* ``lira_offline``, ``lira_offline_fixed``: OUT shadows only; the one-sided test log Pr[Z <= s],
+  Z ~ N(mu_out, sigma_out^2), averaged over views.
+* ``reference``: the reference-model likelihood ratio (Mireshghallah et al. 2022): mean OUT reference
+  loss minus the target's loss. ``lira_offset``: the target's statistic minus the mean OUT one.
+* ``rmia``: RMIA offline (Zarifzadeh et al. 2024): LR(x) = p_target(x) / Pr(x) with
+  Pr(x) = ((1 + a) mean_OUT p_ref(x) + (1 - a)) / 2, scored as the fraction of population points z
+  (here: all scored examples) with LR(x) / LR(z) > gamma.
+
+Each example's Gaussians are fitted on the same number of shadows (the smallest IN count, the
+smallest OUT count), with the unbiased variance. The "global variance" of the fixed-variance LiRA variants is the pooled within-example variance (the
+mean over examples of the per-example variance), not the variance of all scores together.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+from scipy.stats import norm
+
+THRESHOLD_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy")
+ATTACKS = THRESHOLD_ATTACKS + ("shadow", "lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
+                               "reference", "lira_offset", "rmia")
+ONLINE = {"lira_online", "lira_online_fixed"}  # need IN and OUT shadows of every example: M >= 4
+EPS_STD = 1e-30
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSet:
+    """The recorded scores of M models on N examples, and who trained on what."""
+
+    keep: np.ndarray  # (M, N) bool: model m trained on example i
+    labels: np.ndarray  # (N,)
+    loss: np.ndarray  # (M, N)
+    p_true: np.ndarray  # (M, N)
+    entropy: np.ndarray  # (M, N)
+    mentr: np.ndarray  # (M, N)
+    views: np.ndarray  # (M, N, V) LiRA statistic per test-time view (view 0: the example itself)
+    probs: Optional[np.ndarray] = None  # (M, N, C), for the shadow attack
+
+    def __post_init__(self) -> None:
+        m, n = self.keep.shape
+        for name in ("loss", "p_true", "entropy", "mentr"):
+            if getattr(self, name).shape != (m, n):
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {(m, n)}")
+        if self.views.shape[:2] != (m, n):
+            raise ValueError(f"views has shape {self.views.shape}, expected ({m}, {n}, V)")
+
+    @property
+    def n_models(self) -> int:
+        return self.keep.shape[0]
+
+
+def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Median over axis 0 of values (S, N, V) where mask (S, N) holds; nan where none."""
+    v = np.where(mask[..., None], values, np.nan)
+    with warnings.catch_warnings():  # all-nan columns (no such shadow) are expected: nan, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(v, axis=0)
+
+
+def _masked_std(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    v = np.where(mask[..., None], values, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanstd(v, axis=0, ddof=1 if mask.sum(axis=0).min() > 1 else 0)
+
+
+def _gauss_stats(data: ScoreSet, target: int, which: str, fixed: bool) -> tuple[np.ndarray, np.ndarray]:
+    shadows = np.arange(data.n_models) != target
+    vals = data.views[shadows]
+    mask = data.keep[shadows] if which == "in" else ~data.keep[shadows]
+    # The same number of shadows for every example (as the authors' code does): without it, examples
+    # IN for the target have one IN shadow fewer than the others, their IN spread is estimated from
+    # fewer models, and a model that learnt nothing scores an AUC well below 0.5 (0.42 at M = 8).
+    k = int(mask.sum(axis=0).min())
+    mask = mask & (np.cumsum(mask, axis=0) <= k)
+    mu = _masked_median(vals, mask)
+    sd = _masked_std(vals, mask)
+    if fixed:
+        sd = np.full_like(sd, np.sqrt(np.nanmean(sd ** 2)))
+    return mu, sd
+
+
+def lira(data: ScoreSet, target: int, online: bool, fixed: bool) -> np.ndarray:
+    """LiRA membership scores of the target's examples (see the module doc)."""
+    obs = data.views[target]
+    mu_out, sd_out = _gauss_stats(data, target, "out", fixed)
+    if online:
+        if data.n_models < 4:
+            raise ValueError(f"online LiRA needs IN and OUT shadows of every example: n_models >= 4, "
+                             f"got {data.n_models}")
+        mu_in, sd_in = _gauss_stats(data, target, "in", fixed)
+        score = norm.logpdf(obs, mu_in, sd_in + EPS_STD) - norm.logpdf(obs, mu_out, sd_out + EPS_STD)
+    else:
+        score = norm.logcdf(obs, mu_out, sd_out + EPS_STD)
+    return np.nan_to_num(score.mean(axis=1), nan=0.0, posinf=1e300, neginf=-1e300)
+
+
+def _out_mean(values: np.ndarray, keep: np.ndarray, target: int) -> np.ndarray:
+    shadows = np.arange(len(values)) != target
+    out = ~keep[shadows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(out, values[shadows], 0.0).sum(axis=0) / out.sum(axis=0)
+
+
+def reference(data: ScoreSet, target: int) -> np.ndarray:
+    """Mean OUT reference loss minus the target's loss."""
+    return np.nan_to_num(_out_mean(data.loss, data.keep, target) - data.loss[target])
+
+
+def lira_offset(data: ScoreSet, target: int) -> np.ndarray:
+    """The target's LiRA statistic minus the mean OUT reference statistic (view 0)."""
+    return np.nan_to_num(data.views[target, :, 0] - _out_mean(data.views[..., 0], data.keep, target))
+
+
+def rmia(data: ScoreSet, target: int, a: float = 0.3, gamma: float = 1.0) -> np.ndarray:
+    """RMIA offline with parameter ``a``; population points z: all the scored examples."""
+    p_out = np.nan_to_num(_out_mean(data.p_true, data.keep, target), nan=0.0)
+    pr_x = 0.5 * ((1 + a) * p_out + (1 - a))
+    lr = data.p_true[target] / np.maximum(pr_x, 1e-300)
+    z = np.sort(lr)
+    # fraction of z with LR(x) / LR(z) > gamma, i.e. LR(z) < LR(x) / gamma
+    return np.searchsorted(z, lr / gamma, side="left") / len(z)
+
+
+def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int = 20000) -> np.ndarray:
+    """Shokri et al.: per-class in/out classifiers on the shadows' prediction vectors."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if data.probs is None:
+        raise ValueError("the shadow attack needs the recorded probability vectors (column probs)")
+    rng = np.random.default_rng(seed)
+    feats = np.log(np.clip(data.probs, 1e-30, 1.0))
+    shadows = np.flatnonzero(np.arange(data.n_models) != target)
+    scores = np.zeros(data.keep.shape[1])
+    for c in np.unique(data.labels):
+        cols = np.flatnonzero(data.labels == c)
+        x = feats[shadows][:, cols].reshape(-1, feats.shape[-1])
+        y = data.keep[shadows][:, cols].reshape(-1)
+        if len(x) > max_rows_per_class:
+            pick = rng.choice(len(x), max_rows_per_class, replace=False)
+            x, y = x[pick], y[pick]
+        if y.all() or not y.any():
+            continue  # no contrast to learn: score 0 for this class
+        clf = HistGradientBoostingClassifier(max_iter=100, random_state=seed).fit(x, y)
+        scores[cols] = clf.predict_proba(feats[target, cols])[:, 1]
+    return scores
+
+
+def run_attack(name: str, data: ScoreSet, target: int, rmia_a: float = 0.3, seed: int = 0) -> np.ndarray:
+    """Membership scores (higher = member) of every example for one target model."""
+    table: dict[str, Callable[[], np.ndarray]] = {
+        "loss": lambda: -data.loss[target],
+        "confidence": lambda: data.p_true[target],
+        "entropy": lambda: -data.entropy[target],
+        "modified_entropy": lambda: -data.mentr[target],
+        "shadow": lambda: shadow(data, target, seed),
+        "lira_online": lambda: lira(data, target, online=True, fixed=False),
+        "lira_online_fixed": lambda: lira(data, target, online=True, fixed=True),
+        "lira_offline": lambda: lira(data, target, online=False, fixed=False),
+        "lira_offline_fixed": lambda: lira(data, target, online=False, fixed=True),
+        "reference": lambda: reference(data, target),
+        "lira_offset": lambda: lira_offset(data, target),
+        "rmia": lambda: rmia(data, target, a=rmia_a),
+    }
+    if name not in table:
+        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS)}")
+    return np.asarray(table[name](), dtype=np.float64)
+
+
+def available_attacks(data: ScoreSet) -> list[str]:
+    """The attacks this score set supports (online LiRA needs M >= 4; shadow needs probability vectors)."""
+    names = [a for a in ATTACKS if not (a in ONLINE and data.n_models < 4)]
+    return [a for a in names if not (a == "shadow" and data.probs is None)]

@@ -1,0 +1,141 @@
+"""Attacks, metrics, scores and the keep matrix on cases whose answers are known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from privstudy.mia.attacks import ATTACKS, ScoreSet, available_attacks, run_attack
+from privstudy.mia.keep import keep_matrix, pool_indices
+from privstudy.mia.metrics import attack_metrics, epsilon_lower_bound, roc_curve
+from privstudy.mia.scores import example_scores
+from privstudy.stats import spearman
+
+
+def test_six_point_threshold_attack_auc():
+    """TensorFlow Privacy's published case: a loss-threshold AUC of 0.83 (30 of 36 pairs)."""
+    members = np.array([0.1, 0.2, 1.3, 0.4, 0.5, 0.6])
+    nonmembers = np.array([1.1, 1.2, 1.3, 0.4, 1.5, 1.6])
+    loss = np.r_[members, nonmembers]
+    is_member = np.r_[np.ones(6, bool), np.zeros(6, bool)]
+    m = attack_metrics(-loss, is_member)
+    assert m["auc"] == pytest.approx(30 / 36)
+    assert round(m["auc"], 2) == 0.83
+
+
+def test_roc_by_hand_with_ties():
+    fpr, tpr, thr = roc_curve(np.array([3.0, 2.0, 2.0, 1.0]), np.array([1, 0, 1, 0], bool))
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.5, 1.0, 1.0]
+    assert thr.tolist() == [np.inf, 3.0, 2.0, 1.0]
+
+
+def test_perfect_separation():
+    rng = np.random.default_rng(0)
+    s = np.r_[rng.uniform(2, 3, 500), rng.uniform(0, 1, 500)]
+    m = attack_metrics(s, np.r_[np.ones(500, bool), np.zeros(500, bool)])
+    assert m["auc"] == 1.0 and m["advantage"] == 1.0 and m["balanced_accuracy"] == 1.0
+    for tag in ("0.1pct", "1pct", "10pct"):
+        assert m[f"tpr_at_fpr_{tag}"] == 1.0 and m[f"ppv_at_fpr_{tag}"] == 1.0
+    # Clopper-Pearson at k = 0 and k = n have closed forms: 1 - 0.05^(1/n) and 0.05^(1/n).
+    expected = np.log(0.05 ** (1 / 500) / (1 - 0.05 ** (1 / 500)))
+    assert m["eps_lb"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_identical_distributions_give_auc_one_half():
+    """AUC of two samples of 20,000 from one distribution: sd ~ 0.0029; tolerance 0.015 (5 sd)."""
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=40000)
+    m = attack_metrics(s, np.r_[np.ones(20000, bool), np.zeros(20000, bool)])
+    assert abs(m["auc"] - 0.5) < 0.015
+    assert m["advantage"] < 0.03
+    assert m["eps_lb"] < 0.5
+
+
+def test_epsilon_bound_is_zero_without_signal():
+    assert epsilon_lower_bound(0.01, 0.01, 1000, 1000) == 0.0
+
+
+def test_example_scores_match_the_definitions_and_stay_finite():
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0], [100.0, 0.0, 0.0]])
+    y = np.array([0, 2, 0])
+    s = example_scores(logits, y)
+    p = np.exp(logits[:2]) / np.exp(logits[:2]).sum(1, keepdims=True)
+    py = p[[0, 1], y[:2]]
+    assert s["p_true"][:2] == pytest.approx(py)
+    assert s["loss"][:2] == pytest.approx(-np.log(py))
+    assert s["lira"][:2] == pytest.approx(np.log(py) - np.log(1 - py))
+    assert s["entropy"][:2] == pytest.approx(-(p * np.log(p)).sum(1))
+    mentr = [-(1 - py[i]) * np.log(py[i]) - sum(p[i, j] * np.log(1 - p[i, j]) for j in range(3) if j != y[i])
+             for i in range(2)]
+    assert s["mentr"][:2] == pytest.approx(mentr)
+    # p_y rounds to 1: the statistic is still exact in logit space, 100 - log 2.
+    assert s["lira"][2] == pytest.approx(100 - np.log(2))
+    assert s["correct"].tolist() == [True, False, True]
+
+
+def test_keep_matrix_halves_and_is_reproducible():
+    k = keep_matrix(16, 1000, seed=7)
+    assert k.shape == (16, 1000) and (k.sum(axis=0) == 8).all()
+    assert np.array_equal(k, keep_matrix(16, 1000, seed=7))
+    assert not np.array_equal(k, keep_matrix(16, 1000, seed=8))
+    assert abs(k.sum(axis=1).mean() - 500) < 1e-9 and k.sum(axis=1).min() > 400
+    with pytest.raises(ValueError, match="even"):
+        keep_matrix(3, 10, 0)
+    idx = pool_indices(100, 10, 0)
+    assert len(set(idx)) == 10 and np.array_equal(idx, pool_indices(100, 10, 0))
+
+
+def _synthetic(m=16, n=2000, seed=0, signal=True):
+    """Per-example Gaussian statistics: IN ~ N(mu_in_i, sd), OUT ~ N(mu_out_i, sd)."""
+    rng = np.random.default_rng(seed)
+    keep = keep_matrix(m, n, seed)
+    mu_out = rng.normal(1.5, 1.5, n)
+    mu_in = mu_out + (rng.uniform(0.5, 2.5, n) if signal else 0)
+    sd = 0.7
+    stat = np.where(keep, mu_in, mu_out) + rng.normal(0, sd, (m, n))
+    # A binary task whose logits (0, stat) make the LiRA statistic exactly `stat`.
+    labels = np.ones(n, int)
+    sc = [example_scores(np.stack([np.zeros(n), stat[j]], axis=1), labels) for j in range(m)]
+    col = {k: np.stack([d[k] for d in sc]) for k in ("loss", "p_true", "entropy", "mentr", "probs")}
+    data = ScoreSet(keep=keep, labels=labels, loss=col["loss"], p_true=col["p_true"], entropy=col["entropy"],
+                    mentr=col["mentr"], views=stat[..., None], probs=col["probs"])
+    return data, mu_in, mu_out, sd
+
+
+def test_lira_recovers_the_likelihood_ratio_of_synthetic_gaussians():
+    data, mu_in, mu_out, sd = _synthetic(m=32)
+    target = 0
+    x = data.views[target, :, 0]
+    oracle = norm.logpdf(x, mu_in, sd) - norm.logpdf(x, mu_out, sd)
+    truth = data.keep[target]
+    lira = run_attack("lira_online", data, target)
+    assert spearman(lira, oracle) > 0.85
+    a_oracle = attack_metrics(oracle, truth)["auc"]
+    a_lira = attack_metrics(lira, truth)["auc"]
+    a_fixed = attack_metrics(run_attack("lira_online_fixed", data, target), truth)["auc"]
+    a_loss = attack_metrics(run_attack("loss", data, target), truth)["auc"]
+    assert a_lira > a_oracle - 0.03 and a_fixed > a_oracle - 0.03
+    assert a_lira > a_loss + 0.1, "per-example calibration beats the global threshold"
+    assert attack_metrics(run_attack("lira_offline", data, target), truth)["auc"] > a_loss + 0.05
+
+
+def test_every_attack_is_near_one_half_without_membership_signal():
+    data, *_ = _synthetic(m=8, n=3000, seed=3, signal=False)
+    for name in available_attacks(data):
+        aucs = [attack_metrics(run_attack(name, data, t), data.keep[t])["auc"] for t in range(2)]
+        assert abs(np.mean(aucs) - 0.5) < 0.04, (name, aucs)
+
+
+def test_every_attack_detects_strong_membership_signal():
+    data, *_ = _synthetic(m=8, n=1500, seed=4)
+    for name in ATTACKS:
+        auc = attack_metrics(run_attack(name, data, 1), data.keep[1])["auc"]
+        assert auc > 0.6, (name, auc)
+
+
+def test_online_lira_needs_four_models():
+    data, *_ = _synthetic(m=2, n=50)
+    assert "lira_online" not in available_attacks(data)
+    with pytest.raises(ValueError, match="n_models >= 4"):
+        run_attack("lira_online", data, 0)
