@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
                            description="List the registered trial kinds, or document one kind's parameters.")
     kinds.add_argument("kind", nargs="?", help="a kind name")
 
+    attack = sub.add_parser("attack", help="run the membership-inference attacks on a study's recorded scores",
+                            description="Run every attack on every target model of a study's mia_train "
+                                        "trials; write tables/mia_*.{csv,md} and figures/mia_*.png.")
+    attack.add_argument("study_dir", metavar="DIR", help="the study's results folder (results/<name>)")
+    attack.add_argument("--attacks", default=None, metavar="A,B",
+                        help="a comma-separated subset of: " + "loss, confidence, entropy, modified_entropy, "
+                             "shadow, lira_online, lira_online_fixed, lira_offline, lira_offline_fixed, "
+                             "reference, lira_offset, rmia (default: all)")
+    attack.add_argument("--max-targets", type=int, default=None, metavar="N",
+                        help="attack only the first N models as targets (default: every model)")
+
     agg = sub.add_parser("aggregate", help="build tables, figures and a report from a study's shards",
                          description="The same as `python analysis/aggregate.py DIR`.")
     agg.add_argument("study_dir", metavar="DIR", help="a study folder, or a results root of several")
@@ -137,6 +148,28 @@ def cmd_kinds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    """`privstudy attack`."""
+    from privstudy.analysis import common, mia
+    from privstudy.mia.attacks import ATTACKS
+
+    attacks = None
+    if args.attacks:
+        attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+        unknown = [a for a in attacks if a not in ATTACKS]
+        if unknown:
+            return _fail(f"unknown attack(s) {', '.join(unknown)}; valid: {', '.join(ATTACKS)}")
+    if args.max_targets is not None and args.max_targets < 1:
+        return _fail(f"--max-targets must be >= 1, got {args.max_targets}")
+    try:
+        study = common.load_study(Path(args.study_dir))
+        lines = mia.build(study, Path(args.study_dir), attacks, args.max_targets)
+    except common.AnalysisError as err:
+        return _fail(str(err))
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     """`privstudy aggregate`."""
     from privstudy.analysis.aggregate import main as aggregate_main
@@ -147,7 +180,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the `privstudy` command; returns its exit code."""
     args = build_parser().parse_args(argv)
-    handlers = {"sweep": cmd_sweep, "status": cmd_status, "kinds": cmd_kinds, "aggregate": cmd_aggregate}
+    handlers = {"sweep": cmd_sweep, "status": cmd_status, "kinds": cmd_kinds, "aggregate": cmd_aggregate,
+                "attack": cmd_attack}
     return handlers[args.command](args)
 
 

@@ -31,6 +31,7 @@ class TrialKind:
 # each module keeps TensorFlow imports inside the functions that train.
 _KIND_MODULES: dict[str, str] = {
     "linprog": "privstudy.linprog_runner",
+    "mia_train": "privstudy.mia_runner",
 }
 
 

@@ -14,8 +14,8 @@ Attacks (name -> what):
 * ``lira_online``, ``lira_online_fixed``: LiRA (Carlini et al. 2022), per-example Gaussians of the
   logit-scaled confidence from IN and OUT shadows (median as the mean, as in the authors' code),
   per-example or global variance, log-likelihood ratio averaged over test-time views.
-* ``lira_offline``, ``lira_offline_fixed``: OUT shadows only; the one-sided test log Pr[Z <= s],
-  Z ~ N(mu_out, sigma_out^2), averaged over views.
+* ``lira_offline``, ``lira_offline_fixed``: OUT shadows only; the one-sided test on
+  Pr[Z > s], Z ~ N(mu_out, sigma_out^2) (scored as -log Pr[Z > s]), averaged over views.
 * ``reference``: the reference-model likelihood ratio (Mireshghallah et al. 2022): mean OUT reference
   loss minus the target's loss. ``lira_offset``: the target's statistic minus the mean OUT one.
 * ``rmia``: RMIA offline (Zarifzadeh et al. 2024): LR(x) = p_target(x) / Pr(x) with
@@ -23,7 +23,8 @@ Attacks (name -> what):
   (here: all scored examples) with LR(x) / LR(z) > gamma.
 
 Each example's Gaussians are fitted on the same number of shadows (the smallest IN count, the
-smallest OUT count), with the unbiased variance. The "global variance" of the fixed-variance LiRA variants is the pooled within-example variance (the
+smallest OUT count), with the unbiased variance; with a single shadow per side (M = 4) there is no
+variance to estimate and both variants use a zero spread: use M >= 8. The "global variance" of the fixed-variance LiRA variants is the pooled within-example variance (the
 mean over examples of the per-example variance), not the variance of all scores together.
 """
 from __future__ import annotations
@@ -110,7 +111,9 @@ def lira(data: ScoreSet, target: int, online: bool, fixed: bool) -> np.ndarray:
         mu_in, sd_in = _gauss_stats(data, target, "in", fixed)
         score = norm.logpdf(obs, mu_in, sd_in + EPS_STD) - norm.logpdf(obs, mu_out, sd_out + EPS_STD)
     else:
-        score = norm.logcdf(obs, mu_out, sd_out + EPS_STD)
+        # log Pr[Z <= s] ranks like -log Pr[Z > s], which keeps its resolution far in the upper tail
+        # (where logcdf rounds to 0 and members would tie).
+        score = -norm.logsf(obs, mu_out, sd_out + EPS_STD)
     return np.nan_to_num(score.mean(axis=1), nan=0.0, posinf=1e300, neginf=-1e300)
 
 

@@ -1,0 +1,244 @@
+"""Membership-inference tables and figures: every attack on every target model of each study setting.
+
+A setting is the set of `mia_train` trials that differ only in the model index (their seed). Each
+model in turn is the target; the others are its shadow / reference models. Per attack, the metrics
+are averaged over targets (mean and 95% Student-t interval).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from privstudy.analysis.common import AnalysisError, StudyData, fmt_interval, markdown_table, summarise
+from privstudy.analysis.common import varying_params, write_table
+from privstudy.harness import results
+from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, available_attacks, run_attack
+from privstudy.mia.keep import keep_matrix
+from privstudy.mia.metrics import FPR_POINTS, attack_metrics, roc_curve
+
+KIND = "mia_train"
+SHADOW_TARGETS = 8  # the shadow attack trains classifiers per class and target: at most this many targets
+RISK_COLUMNS = ["auc", "balanced_accuracy", "advantage"] + [
+    f"{m}_at_fpr_{p * 100:g}pct" for p in FPR_POINTS for m in ("tpr", "ppv")] + ["eps_lb"]
+SHOWN = [("auc", "AUC"), ("balanced_accuracy", "bal. acc."), ("advantage", "advantage"),
+         ("tpr_at_fpr_0.1pct", "TPR@0.1%FPR"), ("tpr_at_fpr_1pct", "TPR@1%FPR"),
+         ("tpr_at_fpr_10pct", "TPR@10%FPR"), ("ppv_at_fpr_1pct", "PPV@1%FPR"), ("eps_lb", "eps LB")]
+FPR_GRID = np.logspace(-4, 0, 81)
+
+
+def setting_frames(study: StudyData) -> list[tuple[str, dict, pd.DataFrame, pd.DataFrame]]:
+    """(setting_id, config without seed, score rows, model rows) per setting of the study."""
+    scores = study.table(KIND, "mia_scores")
+    models = study.table(KIND, "mia_model")
+    if not len(scores):
+        return []
+    sid = study.records.set_index("trial_id")["setting_id"]
+    scores["setting_id"] = scores["trial_id"].map(sid)
+    models["setting_id"] = models["trial_id"].map(sid)
+    out = []
+    for setting, rows in scores.groupby("setting_id", sort=True):
+        cfg = json.loads(rows["config_json"].iloc[0])
+        cfg.pop("seed")
+        out.append((setting, cfg, rows, models[models["setting_id"] == setting]))
+    return out
+
+
+def score_set(rows: pd.DataFrame, cfg: dict) -> tuple[ScoreSet, np.ndarray, Optional[ScoreSet]]:
+    """The pool's ScoreSet (models in index order), the model indices, and the externals' if any."""
+    pool = rows[rows["source"] == "pool"].sort_values(["model_index", "example_id"], kind="mergesort")
+    model_ids = np.sort(pool["model_index"].unique())
+    n = cfg["pool_size"]
+    if len(pool) != len(model_ids) * n:
+        raise AnalysisError(f"setting {cfg}: {len(pool)} pool rows for {len(model_ids)} models of {n} examples; "
+                            f"a shard is incomplete")
+    data = _to_scoreset(pool, len(model_ids), n)
+    expected = keep_matrix(cfg["n_models"], n, cfg["keep_seed"])[model_ids]
+    if not np.array_equal(data.keep, expected):
+        raise AnalysisError(f"setting {cfg}: recorded membership differs from the keep matrix of "
+                            f"(n_models={cfg['n_models']}, pool_size={n}, keep_seed={cfg['keep_seed']})")
+    ext = rows[rows["source"] == "external"].sort_values(["model_index", "example_id"], kind="mergesort")
+    external = _to_scoreset(ext, len(model_ids), len(ext) // len(model_ids)) if len(ext) else None
+    return data, model_ids, external
+
+
+def _to_scoreset(rows: pd.DataFrame, m: int, n: int) -> ScoreSet:
+    def mat(col: str) -> np.ndarray:
+        return rows[col].to_numpy().reshape(m, n)
+
+    views = np.stack(rows["lira_views"].to_numpy()).reshape(m, n, -1)
+    probs_list = rows["probs"].to_numpy()
+    probs = np.stack(probs_list).reshape(m, n, -1).astype(np.float64) if len(probs_list[0]) else None
+    labels = rows["label"].to_numpy()[:n]
+    return ScoreSet(keep=mat("is_member").astype(bool), labels=labels, loss=mat("loss").astype(float),
+                    p_true=mat("p_true").astype(float), entropy=mat("entropy").astype(float),
+                    mentr=mat("mentr").astype(float), views=views.astype(float), probs=probs)
+
+
+def attack_rows(data: ScoreSet, model_ids: np.ndarray, attacks: Optional[Sequence[str]] = None,
+                max_targets: Optional[int] = None) -> tuple[pd.DataFrame, dict]:
+    """Metrics of every attack on every target; also each attack's scores on the first target."""
+    names = [a for a in available_attacks(data) if attacks is None or a in attacks]
+    rows, first = [], {}
+    n_targets = len(model_ids) if max_targets is None else min(max_targets, len(model_ids))
+    for name in names:
+        limit = min(n_targets, SHADOW_TARGETS) if name == "shadow" else n_targets
+        for t in range(limit):
+            scores = run_attack(name, data, t)
+            truth = data.keep[t]
+            m = attack_metrics(scores, truth)
+            fpr, tpr, _ = roc_curve(scores, truth)
+            grid_tpr = np.interp(FPR_GRID, fpr, tpr)
+            rows.append({"attack": name, "target": int(model_ids[t]), **m,
+                         "roc_tpr_json": json.dumps([round(float(v), 6) for v in grid_tpr])})
+            if t == 0:
+                first[name] = scores
+    return pd.DataFrame(rows), first
+
+
+def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = None,
+          max_targets: Optional[int] = None) -> list[str]:
+    """Write the MIA tables and figures; return the report's Markdown lines."""
+    settings = setting_frames(study)
+    if not settings:
+        return ["No finished mia_train trials yet."]
+    params = varying_params([json.dumps(c, sort_keys=True) for _, c, _, _ in settings], ignore=())
+    per_target, model_tables, ext_rows, figures, notes = [], [], [], [], []
+    for i, (setting, cfg, rows, models) in enumerate(settings):
+        data, model_ids, external = score_set(rows, cfg)
+        coords = {p: _show(cfg[p]) for p in params}
+        label = ", ".join(f"{k}={v}" for k, v in coords.items()) or "all models"
+        if len(model_ids) < cfg["n_models"]:
+            notes.append(f"- setting {label}: {len(model_ids)} of {cfg['n_models']} models done; attacks use those")
+        table, first = attack_rows(data, model_ids, attacks, max_targets)
+        table.insert(0, "setting", i)
+        for k, v in coords.items():
+            table[k] = v
+        per_target.append(table)
+        model_tables.append(models.assign(setting=i, **coords))
+        if external is not None:
+            ext_rows.append(_external_rows(data, external, i, coords))
+        figures += _figures(table, data, first, external, i, label, out_dir)
+    per_target_df = pd.concat(per_target, ignore_index=True)
+    keys = ["setting"] + params + ["attack"]
+    results.write_text_atomic(out_dir / "tables" / "mia_attack_per_target.csv",
+                              per_target_df.drop(columns="roc_tpr_json").to_csv(index=False, float_format="%.10g"))
+    numeric = None
+    for col in RISK_COLUMNS:
+        part = summarise(per_target_df, keys, col)
+        numeric = part if numeric is None else numeric.merge(part.drop(columns="n_trials"), on=keys)
+    numeric = numeric.rename(columns={"n_trials": "n_targets"})
+    order = {a: j for j, a in enumerate(per_target_df["attack"].unique())}
+    numeric = numeric.sort_values(["setting"], kind="mergesort")
+    numeric = numeric.iloc[np.lexsort((numeric["attack"].map(order), numeric["setting"]))].reset_index(drop=True)
+    pretty = numeric[keys + ["n_targets"]].copy()
+    for col, name in SHOWN:
+        pretty[name] = [fmt_interval(*v) for v in numeric[[f"{col}_mean", f"{col}_ci_low", f"{col}_ci_high"]]
+                        .itertuples(index=False)]
+    files = write_table(out_dir, "mia_risk", numeric, pretty,
+                        "Membership-inference risk per attack (mean [95% CI] over target models)")
+    files += _model_table(pd.concat(model_tables, ignore_index=True), params, out_dir)
+    if ext_rows:
+        ext = pd.concat(ext_rows, ignore_index=True)
+        results.write_text_atomic(out_dir / "tables" / "mia_external.csv", ext.to_csv(index=False, float_format="%.10g"))
+        results.write_text_atomic(out_dir / "tables" / "mia_external.md",
+                                  "# Members vs external examples (AUC, mean over targets)\n\n" + markdown_table(ext))
+        files += [out_dir / "tables" / "mia_external.csv", out_dir / "tables" / "mia_external.md"]
+    n_trials = len(study.done_ids(KIND))
+    lines = [f"### Membership inference ({n_trials} model trials, {len(settings)} settings)", "",
+             f"Settings differ in: {', '.join(params) if params else '(one setting)'}. Each model is attacked as "
+             f"the target with the others as shadow / reference models; the shadow attack uses at most "
+             f"{SHADOW_TARGETS} targets.", ""] + notes
+    lines += [f"- [{p.name}](tables/{p.name})" for p in files]
+    lines += ["- [mia_attack_per_target.csv](tables/mia_attack_per_target.csv)", ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    lines += [(out_dir / "tables" / "mia_models.md").read_text().split("\n", 2)[2]]
+    lines += [(out_dir / "tables" / "mia_risk.md").read_text().split("\n", 2)[2]]
+    return lines
+
+
+def _show(v):
+    return json.dumps(v) if isinstance(v, (list, dict)) else v
+
+
+def _model_table(models: pd.DataFrame, params: list[str], out_dir: Path) -> list[Path]:
+    models = models.assign(gap=models["train_accuracy"] - models["test_accuracy"])
+    keys = ["setting"] + params
+    numeric = None
+    for col in ("train_accuracy", "test_accuracy", "gap", "epochs_run", "train_seconds"):
+        part = summarise(models, keys, col)
+        numeric = part if numeric is None else numeric.merge(part.drop(columns="n_trials"), on=keys)
+    numeric = numeric.rename(columns={"n_trials": "n_models"})
+    pretty = numeric[keys + ["n_models"]].copy()
+    for col, name in (("train_accuracy", "train acc."), ("test_accuracy", "test acc."), ("gap", "gap"),
+                      ("train_seconds", "train s")):
+        pretty[name] = [fmt_interval(*v) for v in numeric[[f"{col}_mean", f"{col}_ci_low", f"{col}_ci_high"]]
+                        .itertuples(index=False)]
+    return write_table(out_dir, "mia_models", numeric, pretty,
+                       "Target / shadow models: utility (mean [95% CI] over models)")
+
+
+def _external_rows(data: ScoreSet, ext: ScoreSet, setting: int, coords: dict) -> pd.DataFrame:
+    rows = []
+    stat = {"loss": lambda d, t: -d.loss[t], "confidence": lambda d, t: d.p_true[t],
+            "entropy": lambda d, t: -d.entropy[t], "modified_entropy": lambda d, t: -d.mentr[t]}
+    for name in THRESHOLD_ATTACKS:
+        m_vs_e, n_vs_e = [], []
+        for t in range(data.n_models):
+            mem, non, ex = stat[name](data, t)[data.keep[t]], stat[name](data, t)[~data.keep[t]], stat[name](ext, t)
+            m_vs_e.append(attack_metrics(np.r_[mem, ex], np.r_[np.ones(len(mem), bool), np.zeros(len(ex), bool)])["auc"])
+            n_vs_e.append(attack_metrics(np.r_[non, ex], np.r_[np.ones(len(non), bool), np.zeros(len(ex), bool)])["auc"])
+        rows.append({"setting": setting, **coords, "attack": name, "auc_members_vs_external": float(np.mean(m_vs_e)),
+                     "auc_nonmembers_vs_external": float(np.mean(n_vs_e))})
+    return pd.DataFrame(rows)
+
+
+def _figures(table: pd.DataFrame, data: ScoreSet, first: dict, external: Optional[ScoreSet], setting: int,
+             label: str, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, g in table.groupby("attack", sort=False):
+        tpr = np.mean([json.loads(s) for s in g["roc_tpr_json"]], axis=0)
+        auc = g["auc"].mean()
+        ax.loglog(FPR_GRID, np.maximum(tpr, 1e-5), label=f"{name} (AUC {auc:.3f})")
+    ax.loglog(FPR_GRID, FPR_GRID, "k--", lw=0.8, label="chance")
+    ax.set_xlim(1e-4, 1)
+    ax.set_ylim(1e-4, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (mean over targets)")
+    ax.set_title(f"ROC, {label}", fontsize=9)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path = out_dir / "figures" / f"mia_roc_setting{setting}.png"
+    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
+    plt.close(fig)
+    paths.append(path)
+
+    shown = [a for a in ("loss", "lira_online", "lira_offline") if a in first][:2]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], shown):
+        s = first[name]
+        finite = np.isfinite(s)
+        lo, hi = np.percentile(s[finite], [0.5, 99.5])
+        bins = np.linspace(lo, hi, 60)
+        ax.hist(np.clip(s[data.keep[0]], lo, hi), bins=bins, alpha=0.6, density=True, label="members")
+        ax.hist(np.clip(s[~data.keep[0]], lo, hi), bins=bins, alpha=0.6, density=True, label="non-members")
+        if external is not None and name == "loss":
+            ax.hist(np.clip(-external.loss[0], lo, hi), bins=bins, alpha=0.4, density=True, label="external")
+        ax.set_title(f"{name} score, target model 0", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "figures" / f"mia_scores_setting{setting}.png"
+    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
+    plt.close(fig)
+    paths.append(path)
+    return paths
