@@ -129,7 +129,9 @@ def test_conformance_of_every_registered_kind(kind_name, tmp_path):
     kind = get_kind(kind_name)
     smoke_configs = {"linprog": {"train_size": 6, "test_size": 2000, "grid_size": 50.0},
                      "mia_train": {"dataset": "digits", "pool_size": 200, "n_models": 4, "arch": "mlp",
-                                   "epochs": 2, "deterministic": True}}
+                                   "epochs": 2, "deterministic": True},
+                     "cnn_similarity": {"dataset": "digits", "pool_size": 200, "arch": "mlp", "epochs": 2,
+                                        "patience": 1, "deterministic": True}}
     cfg = from_mapping(kind.config_cls, {"seed": 3, **smoke_configs.get(kind_name, {})})
     again = from_mapping(kind.config_cls, cfg.to_dict())
     assert trial_id(kind_name, cfg) == trial_id(kind_name, again)

@@ -69,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--max-targets", type=int, default=None, metavar="N",
                         help="attack only the first N models as targets (default: every model)")
 
+    data = sub.add_parser("data", help="find or download datasets",
+                          description="`data check` lists where each dataset is found (or where it was looked "
+                                      "for); `data fetch NAME` downloads it into Keras' cache (needs internet).")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    check = data_sub.add_parser("check", help="list what is found where")
+    check.add_argument("--data-dir", default=None, help="also look in this folder (as a trial's data_dir)")
+    fetch = data_sub.add_parser("fetch", help="download a dataset into Keras' cache")
+    fetch.add_argument("name", help="cifar10, cifar100, fashion_mnist or imdb")
+
     agg = sub.add_parser("aggregate", help="build tables, figures and a report from a study's shards",
                          description="The same as `python analysis/aggregate.py DIR`.")
     agg.add_argument("study_dir", metavar="DIR", help="a study folder, or a results root of several")
@@ -170,6 +179,42 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    """`privstudy data check|fetch`."""
+    from privstudy import dataloader
+
+    if args.data_command == "check":
+        for name in dataloader.IMAGE_DATASETS:
+            if name == "digits":
+                print(f"{name:14s} built in (scikit-learn)")
+                continue
+            found = dataloader.find(name, args.data_dir)
+            where = found if found else "not found; looked in " + ", ".join(
+                str(p) for p in dataloader.search_dirs(name, args.data_dir))
+            print(f"{name:14s} {where}")
+        try:
+            from privstudy import textdata
+        except ImportError:
+            return 0
+        found = textdata.find("imdb", args.data_dir)
+        where = found if found else "not found; looked in " + ", ".join(
+            str(p) for p in textdata.search_dirs("imdb", args.data_dir))
+        print(f"{'imdb':14s} {where}")
+        return 0
+    try:
+        if args.name == "imdb":
+            from privstudy import textdata
+            print(textdata.fetch("imdb"))
+        else:
+            print(dataloader.fetch(args.name))
+    except ValueError as err:
+        return _fail(str(err))
+    except Exception as err:  # noqa: BLE001 - no internet, proxy, disk: say it in one line
+        return _fail(f"could not download {args.name} ({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                     f"on a machine without internet, copy the files into a folder and pass it as data_dir")
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     """`privstudy aggregate`."""
     from privstudy.analysis.aggregate import main as aggregate_main
@@ -181,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `privstudy` command; returns its exit code."""
     args = build_parser().parse_args(argv)
     handlers = {"sweep": cmd_sweep, "status": cmd_status, "kinds": cmd_kinds, "aggregate": cmd_aggregate,
-                "attack": cmd_attack}
+                "attack": cmd_attack, "data": cmd_data}
     return handlers[args.command](args)
 
 

@@ -5,11 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from privstudy.analysis import common, linprog, mia
+from privstudy.analysis import cnn, common, linprog, mia
 from privstudy.harness import results
 
 # Kind name -> the module building its tables; analysis never imports the trial code itself.
-BUILDERS = {linprog.KIND: linprog.build, mia.KIND: mia.build}
+BUILDERS = {linprog.KIND: linprog.build, cnn.KIND: cnn.build, mia.KIND: mia.build}
 
 
 def aggregate_study(study_dir: Path) -> tuple[Path, int, int]:

@@ -32,6 +32,7 @@ class TrialKind:
 _KIND_MODULES: dict[str, str] = {
     "linprog": "privstudy.linprog_runner",
     "mia_train": "privstudy.mia_runner",
+    "cnn_similarity": "privstudy.runner",
 }
 
 

@@ -16,7 +16,9 @@ def configure_tensorflow(cpus: int) -> None:
     global _configured
     if _configured:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3 hides TF 2.15's harmless "Unable to register cuDNN/cuFFT/cuBLAS factory" lines at import;
+    # real failures still raise Python exceptions. Set TF_CPP_MIN_LOG_LEVEL yourself to see more.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     n = int(os.environ.get("SLURM_CPUS_PER_TASK", cpus) or cpus)

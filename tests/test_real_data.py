@@ -1,0 +1,60 @@
+"""Real-data checks (marker real_data): CIFAR-10 from ../shared/data, at sizes that fit CI.
+
+They skip, with the reason, where ../shared/data is absent. `.ci/run` runs them after the default suite
+when time allows; `make test-real-data` runs them by hand.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import SHARED_DATA, run_cli
+
+pytestmark = pytest.mark.real_data
+CIFAR = SHARED_DATA / "cifar10"
+
+
+@pytest.fixture(scope="module")
+def cifar_dir():
+    if not (CIFAR / "cifar10.npz").is_file():
+        pytest.skip(f"real CIFAR-10 not available ({CIFAR / 'cifar10.npz'} is absent)")
+    return str(CIFAR)
+
+
+def test_cnn_similarity_on_real_cifar10_members_are_more_confident(cifar_dir):
+    from privstudy.harness.config import from_mapping
+    from privstudy.runner import CnnSimilarityConfig, run
+
+    cfg = from_mapping(CnnSimilarityConfig, {"dataset": "cifar10", "data_dir": cifar_dir, "pool_size": 5000,
+                                             "arch": "cnn", "epochs": 8, "patience": 0, "seed": 0})
+    out = run(cfg)
+    m = out["cnn_metrics"].set_index("metric")["value"]
+    model = out["cnn_model"].iloc[0]
+    print(json.dumps({"metrics": m.round(4).to_dict(), "model": {k: (v if isinstance(v, str) else float(v))
+                                                                  for k, v in model.items()}}, indent=1))
+    assert model["nonmember_accuracy"] > 0.35, "the CNN learnt CIFAR-10"
+    assert m["member_confidence_mean"] > m["nonmember_confidence_mean"]
+    assert m["member_nn_distance_mean"] < m["nonmember_nn_distance_mean"] + 0.05
+
+
+def test_lira_online_beats_the_loss_threshold_at_low_fpr_on_cifar10(cifar_dir, tmp_path):
+    """16 MLPs over a 10,000-image pool: LiRA online's TPR at 0.1% FPR exceeds the global loss threshold's."""
+    spec = {"name": "mia_cifar_ci", "kind": "mia_train",
+            "fixed": {"dataset": "cifar10", "data_dir": cifar_dir, "pool_size": 10000, "n_models": 16,
+                      "arch": "mlp", "epochs": 30, "batch_size": 128, "record_probs": False},
+            "seeds": 16, "resources": {"cpus": 1}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert run_cli("sweep", str(path), "--results", str(tmp_path), "--no-progress") == 0
+    study = tmp_path / "mia_cifar_ci"
+    assert run_cli("attack", str(study), "--attacks", "loss,lira_online,lira_offline,reference,rmia") == 0
+    risk = pd.read_csv(study / "tables" / "mia_risk.csv").set_index("attack")
+    models = pd.read_csv(study / "tables" / "mia_models.csv")
+    cols = ["auc_mean", "tpr_at_fpr_0.1pct_mean", "tpr_at_fpr_1pct_mean", "eps_lb_mean"]
+    print(models.to_string())
+    print(risk[cols].to_string())
+    assert risk.loc["lira_online", "tpr_at_fpr_0.1pct_mean"] > risk.loc["loss", "tpr_at_fpr_0.1pct_mean"]
+    assert risk.loc["lira_online", "auc_mean"] > 0.55
