@@ -19,20 +19,26 @@ from privstudy.harness.config import TrialConfig, check, param
 from privstudy.harness.registry import TrialKind
 
 Dataset = Literal["cifar10", "cifar100", "fashion_mnist", "digits"]
+MiaDataset = Literal["cifar10", "cifar100", "fashion_mnist", "digits", "imdb"]
+DpOptimizer = Literal["adam", "sgd", "adam_vectorized", "sgd_vectorized"]
 
 
 @dataclasses.dataclass(frozen=True)
 class MiaTrainConfig(TrialConfig):
     """Model ``seed`` (0..n_models-1) of a membership-inference study."""
 
-    dataset: Dataset = param("cifar10", "Image dataset; its train and test images form the candidate pool.")
+    dataset: MiaDataset = param("cifar10", "Dataset; its train and test examples form the candidate pool "
+                                           "(imdb: the 50,000 labelled reviews, with arch lstm).")
     data_dir: str = param("", "Folder holding the dataset (see privstudy.dataloader); empty: the standard "
                               "places ($PRIVSTUDY_DATA, Keras' cache).")
     pool_size: int = param(10000, "Examples in the study's pool (the N of the keep matrix).")
     pool_seed: int = param(0, "Seed of the pool sample; trials of one study share it.")
     n_models: int = param(16, "Models in the study (the M of the keep matrix); even. Seeds are 0..M-1.")
     keep_seed: int = param(0, "Seed of the keep matrix; trials of one study share it.")
-    arch: Literal["cnn", "mlp"] = param("cnn", "Model: the published CNN or an MLP.")
+    arch: Literal["cnn", "mlp", "lstm"] = param("cnn", "Model: the published CNN, an MLP (images), or the "
+                                                       "published LSTM (imdb).")
+    vocab_size: int = param(20000, "lstm: vocabulary of the TextVectorization fitted on the model's training text.")
+    seq_len: int = param(100, "lstm: tokens per review (truncated / padded).")
     epochs: int = param(20, "Training epochs.")
     batch_size: int = param(128, "Training batch size.")
     learning_rate: float = param(1e-3, "Adam learning rate.")
@@ -45,6 +51,26 @@ class MiaTrainConfig(TrialConfig):
     null_membership: bool = param(False, "Train on an independent random half of the pool instead of the "
                                          "recorded IN set: members the model never saw (null test).")
     deterministic: bool = param(False, "TensorFlow deterministic ops (slower; exact reruns on one machine).")
+    # Defences: parameters of every model of a setting, so that target and shadow models are trained alike.
+    holdout_size: int = param(0, "Examples from outside the pool, never scored: the validation set of early "
+                                 "stopping and the reference set of adversarial regularisation.")
+    l2: float = param(0.0, "Defence: L2 weight penalty (lambda) on every layer's kernel.")
+    dropout: Optional[float] = param(None, "Defence: every dropout rate set to this; null: the published rates.")
+    early_stopping_patience: int = param(0, "Defence: early stopping on validation loss (holdout set) with this "
+                                            "patience; best weights restored; 0: off.")
+    label_smoothing: float = param(0.0, "Defence: label smoothing alpha of the cross-entropy.")
+    adv_reg: float = param(0.0, "Defence: adversarial regularisation lambda (Nasr et al. 2018; reference "
+                                "set: the holdout); 0: off.")
+    temperature: float = param(1.0, "Defence at inference: released probabilities are softmax(logits / T).")
+    round_decimals: Optional[int] = param(None, "Defence at inference: released probabilities rounded to this "
+                                                "many decimals; null: not rounded.")
+    dp_noise_multiplier: Optional[float] = param(None, "DP-SGD noise multiplier; null: no DP-SGD.")
+    dp_l2_norm_clip: float = param(1.0, "DP-SGD clipping norm of each microbatch's gradient.")
+    dp_microbatches: int = param(0, "DP-SGD microbatches per batch (divides batch_size); 0: one per example.")
+    dp_optimizer: DpOptimizer = param("adam", "DP-SGD optimizer: DPKeras{Adam,SGD}Optimizer or the vectorized "
+                                              "variants.")
+    dp_delta: Optional[float] = param(None, "Delta of the reported epsilon; null: 1/n_train rounded down to a "
+                                            "power of ten.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,6 +86,34 @@ class MiaTrainConfig(TrialConfig):
         check(self.external_size >= 0, "external_size", f"must be >= 0, got {self.external_size}")
         check((self.external_dataset is None) == (self.external_size == 0), "external_size",
               "set external_dataset and external_size > 0 together")
+        text = self.dataset == "imdb"
+        check(text == (self.arch == "lstm"), "arch",
+              f"imdb needs arch lstm and lstm needs imdb, got dataset {self.dataset} with arch {self.arch}")
+        check(not (text and (self.tta_mirror or self.train_augment or self.external_dataset)), "dataset",
+              "tta_mirror, train_augment and external_dataset are for image datasets")
+        check(self.vocab_size >= 100 and self.seq_len >= 1, "vocab_size", "needs vocab_size >= 100, seq_len >= 1")
+        check(self.holdout_size >= 0, "holdout_size", f"must be >= 0, got {self.holdout_size}")
+        check(self.l2 >= 0, "l2", f"must be >= 0, got {self.l2}")
+        check(self.dropout is None or 0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0")
+        check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        check(self.adv_reg >= 0, "adv_reg", f"must be >= 0, got {self.adv_reg}")
+        check(self.holdout_size > 0 or (self.early_stopping_patience == 0 and self.adv_reg == 0), "holdout_size",
+              "early stopping and adversarial regularisation need holdout_size > 0 (examples outside the pool)")
+        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        check(self.round_decimals is None or self.round_decimals >= 0, "round_decimals", "must be >= 0")
+        dp = self.dp_noise_multiplier is not None
+        check(not dp or self.dp_noise_multiplier >= 0, "dp_noise_multiplier", "must be >= 0")
+        check(self.dp_l2_norm_clip > 0, "dp_l2_norm_clip", f"must be > 0, got {self.dp_l2_norm_clip}")
+        check(self.dp_microbatches >= 0 and (self.dp_microbatches == 0 or self.batch_size % self.dp_microbatches == 0),
+              "dp_microbatches", f"must divide batch_size={self.batch_size}, got {self.dp_microbatches}")
+        check(not (dp and (self.adv_reg > 0 or self.train_augment or self.early_stopping_patience)), "dp_noise_multiplier",
+              "DP-SGD is combined here with none of adv_reg, train_augment, early stopping")
+        check(self.dp_delta is None or 0 < self.dp_delta < 1, "dp_delta", f"must be in (0, 1), got {self.dp_delta}")
+
+    @property
+    def uses_dp(self) -> bool:
+        return self.dp_noise_multiplier is not None
 
 
 SCORES = pa.schema([
@@ -89,22 +143,47 @@ MODEL = pa.schema([
     ("epochs_run", pa.int32()),
     ("train_seconds", pa.float64()),
     ("n_params", pa.int64()),
+    ("n_holdout", pa.int64()),
+    ("eps_epoch", pa.float64()),  # DP-SGD epsilon, each example once per epoch (NaN without DP-SGD)
+    ("eps_poisson", pa.float64()),  # DP-SGD epsilon assuming Poisson sampling
+    ("dp_delta", pa.float64()),
 ])
 
 TABLES = {"mia_scores": SCORES, "mia_model": MODEL}
 
 
-def study_pool(cfg: MiaTrainConfig):
-    """(images, labels, dataset indices, label names) of the study's pool."""
-    from privstudy.dataloader import load_images
+@dataclasses.dataclass
+class Pool:
+    """The study's pool and holdout, raw (uint8 images or review texts)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    index: np.ndarray  # into the dataset's train + test examples
+    n_classes: int
+    x_hold: np.ndarray
+    y_hold: np.ndarray
+    is_text: bool
+
+
+def study_pool(cfg: MiaTrainConfig) -> Pool:
+    """The study's pool (drawn by pool_seed) and the holdout (drawn from the rest)."""
     from privstudy.mia.keep import pool_indices
 
-    data = load_images(cfg.dataset, cfg.data_dir or None)
-    x, y = data.pool()
-    if cfg.pool_size > len(x):
-        raise ValueError(f"pool_size={cfg.pool_size} exceeds the {len(x)} images of {cfg.dataset}")
-    idx = pool_indices(len(x), cfg.pool_size, cfg.pool_seed)
-    return x[idx], y[idx], idx, data
+    if cfg.dataset == "imdb":
+        from privstudy.textdata import load_imdb
+        data = load_imdb(cfg.data_dir or None)
+        x_all, y_all, n_classes = data.texts, data.labels, 2
+    else:
+        from privstudy.dataloader import load_images
+        images = load_images(cfg.dataset, cfg.data_dir or None)
+        (x_all, y_all), n_classes = images.pool(), images.n_classes
+    if cfg.pool_size + cfg.holdout_size > len(x_all):
+        raise ValueError(f"pool_size={cfg.pool_size} plus holdout_size={cfg.holdout_size} exceed the "
+                         f"{len(x_all)} examples of {cfg.dataset}")
+    idx = pool_indices(len(x_all), cfg.pool_size, cfg.pool_seed)
+    rest = np.setdiff1d(np.arange(len(x_all)), idx)
+    hold = np.sort(np.random.default_rng([cfg.pool_seed, 0x686F6C64]).permutation(rest)[:cfg.holdout_size])
+    return Pool(x_all[idx], y_all[idx], idx, n_classes, x_all[hold], y_all[hold], cfg.dataset == "imdb")
 
 
 def training_mask(cfg: MiaTrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -121,62 +200,115 @@ def training_mask(cfg: MiaTrainConfig) -> tuple[np.ndarray, np.ndarray]:
     return keep, train
 
 
-def _score_rows(model, xs: np.ndarray, ys: np.ndarray, views: list[np.ndarray], record_probs: bool):
+def released_logits(logits: np.ndarray, temperature: float = 1.0, round_decimals=None) -> np.ndarray:
+    """What an attacker sees, as logits: softmax(logits / T), optionally rounded to some decimals.
+
+    Rounded probabilities are turned back into logits as log(max(p, 1e-12)), so that every score is
+    computed from the released, rounded vector (renormalised to sum to 1).
+    """
+    from scipy.special import softmax
+
+    z = np.asarray(logits, np.float64) / temperature
+    if round_decimals is None:
+        return z
+    p = np.round(softmax(z, axis=1), round_decimals)
+    return np.log(np.maximum(p, 1e-12))
+
+
+def _score_rows(model, ys: np.ndarray, views: list[np.ndarray], cfg: MiaTrainConfig):
     from privstudy.mia.scores import example_scores
     from privstudy.nets import logits_of
 
-    base = example_scores(logits_of(model, views[0]), ys)
-    extra = [example_scores(logits_of(model, v), ys)["lira"] for v in views[1:]]
+    def scores(v):
+        return example_scores(released_logits(logits_of(model, v), cfg.temperature, cfg.round_decimals), ys)
+
+    base = scores(views[0])
+    extra = [scores(v)["lira"] for v in views[1:]]
     lira_views = np.stack([base["lira"], *extra], axis=1)
-    probs = base["probs"].astype(np.float32) if record_probs else np.zeros((len(ys), 0), np.float32)
+    probs = base["probs"].astype(np.float32) if cfg.record_probs else np.zeros((len(ys), 0), np.float32)
     return base, lira_views, probs
+
+
+def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray):
+    """Preprocess with the training examples' statistics / vocabulary, build and train the model."""
+    from privstudy import nets
+
+    if pool.is_text:
+        vec = nets.make_vectorizer(pool.x[train], cfg.vocab_size, cfg.seq_len)
+        xs, xh = nets.vectorize(vec, pool.x), nets.vectorize(vec, pool.x_hold)
+        model = nets.build_text_model(cfg.vocab_size, dropout=cfg.dropout, l2=cfg.l2)
+        transform = lambda raw: nets.vectorize(vec, raw)  # noqa: E731
+    else:
+        mean, std = nets.channel_stats(pool.x[train])
+        xs, xh = nets.standardise(pool.x, mean, std), nets.standardise(pool.x_hold, mean, std)
+        model = nets.build_image_model(cfg.arch, xs.shape[1:], pool.n_classes, l2=cfg.l2, dropout=cfg.dropout)
+        transform = lambda raw: nets.standardise(raw, mean, std)  # noqa: E731
+    x_tr, y_tr = xs[train], pool.y[train]
+    if cfg.uses_dp:
+        from privstudy.dp import make_optimizer
+        micro = cfg.dp_microbatches or cfg.batch_size
+        opt = make_optimizer(cfg.dp_optimizer, cfg.learning_rate, cfg.dp_l2_norm_clip, cfg.dp_noise_multiplier, micro)
+        fr = nets.fit(model, x_tr, y_tr, cfg.epochs, cfg.batch_size, cfg.learning_rate, optimizer=opt,
+                      label_smoothing=cfg.label_smoothing, seed=cfg.seed, dp_loss=True)
+    elif cfg.adv_reg > 0:
+        fr = nets.fit_adversarial(model, x_tr, y_tr, xh, pool.y_hold, cfg.epochs, cfg.batch_size,
+                                  cfg.learning_rate, cfg.adv_reg, seed=cfg.seed)
+    else:
+        patience = cfg.early_stopping_patience or None
+        fr = nets.fit(model, x_tr, y_tr, cfg.epochs, cfg.batch_size, cfg.learning_rate,
+                      validation=(xh, pool.y_hold) if patience else None, patience=patience,
+                      label_smoothing=cfg.label_smoothing, augment=cfg.train_augment, seed=cfg.seed)
+    return model, xs, fr, transform
 
 
 def run(cfg: MiaTrainConfig) -> dict[str, pd.DataFrame]:
     """Train model ``cfg.seed`` on its IN examples; score the pool and the external examples."""
-    from privstudy.dataloader import load_images
-    from privstudy.nets import build_image_model, channel_stats, fit, seed_everything, standardise
+    from privstudy.nets import logits_of, seed_everything
 
-    x, y, idx, data = study_pool(cfg)
+    pool = study_pool(cfg)
     member, train = training_mask(cfg)
     seed_everything(cfg.seed * 1000003 + cfg.keep_seed, cfg.deterministic)
-    mean, std = channel_stats(x[train])
-    xs = standardise(x, mean, std)
-    model = build_image_model(cfg.arch, xs.shape[1:], data.n_classes)
-    fr = fit(model, xs[train], y[train], cfg.epochs, cfg.batch_size, cfg.learning_rate,
-             augment=cfg.train_augment, seed=cfg.seed)
+    model, xs, fr, transform = _train(cfg, pool, train)
 
-    def views_of(images: np.ndarray) -> list[np.ndarray]:
-        return [images, images[:, :, ::-1, :]] if cfg.tta_mirror else [images]
+    def views_of(inputs: np.ndarray) -> list[np.ndarray]:
+        return [inputs, inputs[:, :, ::-1, :]] if cfg.tta_mirror else [inputs]
 
-    base, lira_views, probs = _score_rows(model, xs, y, views_of(xs), cfg.record_probs)
-    frames = [_frame(cfg, "pool", np.arange(len(y)), idx, member, y, base, lira_views, probs)]
+    base, lira_views, probs = _score_rows(model, pool.y, views_of(xs), cfg)
+    frames = [_frame(cfg, "pool", np.arange(len(pool.y)), pool.index, member, pool.y, base, lira_views, probs)]
     if cfg.external_dataset is not None:
+        from privstudy.dataloader import load_images
         ext = load_images(cfg.external_dataset, cfg.data_dir or None)
-        ex, ey = ext.pool()
-        if ex.shape[1:] != x.shape[1:]:
+        ex, _ = ext.pool()
+        if ex.shape[1:] != pool.x.shape[1:]:
             raise ValueError(f"external_dataset {cfg.external_dataset} has images {ex.shape[1:]}, "
-                             f"the pool {x.shape[1:]}; pick a dataset of the same shape")
+                             f"the pool {pool.x.shape[1:]}; pick a dataset of the same shape")
         if cfg.external_size > len(ex):
             raise ValueError(f"external_size={cfg.external_size} exceeds the {len(ex)} images of "
                              f"{cfg.external_dataset}")
         eidx = np.sort(np.random.default_rng([cfg.pool_seed, 0x657874]).permutation(len(ex))[:cfg.external_size])
-        exs = standardise(ex[eidx], mean, std)
+        exs = transform(ex[eidx])
         # External labels are of another label set: scored against the model's own top class.
-        from privstudy.nets import logits_of
         elabels = logits_of(model, exs).argmax(axis=1)
-        eb, elv, ep = _score_rows(model, exs, elabels, views_of(exs), cfg.record_probs)
+        eb, elv, ep = _score_rows(model, elabels, views_of(exs), cfg)
         frames.append(_frame(cfg, "external", np.arange(len(eidx)), eidx, np.zeros(len(eidx), bool), elabels,
                              eb, elv, ep))
     scores = pd.concat(frames, ignore_index=True)
+    eps_epoch = eps_poisson = delta = float("nan")
+    n_train = int(train.sum())
+    if cfg.uses_dp:
+        from privstudy.dp import default_delta, epsilons
+        delta = cfg.dp_delta if cfg.dp_delta is not None else default_delta(n_train)
+        eps_epoch, eps_poisson, _ = epsilons(n_train, cfg.batch_size, fr.epochs_run, cfg.dp_noise_multiplier,
+                                             delta, used_microbatching=(cfg.dp_microbatches or cfg.batch_size) > 1)
     out = ~train
     model_row = pd.DataFrame([{
-        "model_index": cfg.seed, "n_train": int(train.sum()),
+        "model_index": cfg.seed, "n_train": n_train,
         "train_accuracy": float(base["correct"][train].mean()),
         "test_accuracy": float(base["correct"][out].mean()) if out.any() else float("nan"),
         "train_loss": float(base["loss"][train].mean()),
         "test_loss": float(base["loss"][out].mean()) if out.any() else float("nan"),
         "epochs_run": fr.epochs_run, "train_seconds": fr.seconds, "n_params": int(model.count_params()),
+        "n_holdout": len(pool.y_hold), "eps_epoch": eps_epoch, "eps_poisson": eps_poisson, "dp_delta": delta,
     }])
     return {"mia_scores": scores, "mia_model": model_row}
 

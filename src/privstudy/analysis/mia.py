@@ -140,7 +140,11 @@ def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = No
                         .itertuples(index=False)]
     files = write_table(out_dir, "mia_risk", numeric, pretty,
                         "Membership-inference risk per attack (mean [95% CI] over target models)")
-    files += _model_table(pd.concat(model_tables, ignore_index=True), params, out_dir)
+    models_all = pd.concat(model_tables, ignore_index=True)
+    files += _model_table(models_all, params, out_dir)
+    pu_files, pu_figure = _privacy_utility(numeric, models_all, params, out_dir)
+    files += pu_files
+    figures.append(pu_figure)
     if ext_rows:
         ext = pd.concat(ext_rows, ignore_index=True)
         results.write_text_atomic(out_dir / "tables" / "mia_external.csv", ext.to_csv(index=False, float_format="%.10g"))
@@ -155,6 +159,7 @@ def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = No
     lines += [f"- [{p.name}](tables/{p.name})" for p in files]
     lines += ["- [mia_attack_per_target.csv](tables/mia_attack_per_target.csv)", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    lines += [(out_dir / "tables" / "privacy_utility.md").read_text().split("\n", 2)[2]]
     lines += [(out_dir / "tables" / "mia_models.md").read_text().split("\n", 2)[2]]
     lines += [(out_dir / "tables" / "mia_risk.md").read_text().split("\n", 2)[2]]
     return lines
@@ -179,6 +184,82 @@ def _model_table(models: pd.DataFrame, params: list[str], out_dir: Path) -> list
                         .itertuples(index=False)]
     return write_table(out_dir, "mia_models", numeric, pretty,
                        "Target / shadow models: utility (mean [95% CI] over models)")
+
+
+PU_ATTACKS = ("loss", "lira_online", "lira_offline")
+
+
+def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str], out_dir: Path):
+    """Per setting: utility, the generalisation gap, the threshold and LiRA attacks' AUC and TPR at low
+    FPR, DP-SGD's epsilon, training time (mean [95% CI] over models / target models)."""
+    keys = ["setting"] + params
+    models = models.assign(gap=models["train_accuracy"] - models["test_accuracy"])
+    numeric = None
+    for col in ("train_accuracy", "test_accuracy", "gap", "train_seconds", "eps_epoch", "eps_poisson"):
+        if col not in models:
+            continue
+        part = summarise(models, keys, col)
+        numeric = part if numeric is None else numeric.merge(part.drop(columns="n_trials"), on=keys)
+    numeric = numeric.rename(columns={"n_trials": "n_models"})
+    for attack in PU_ATTACKS:
+        sub = risk[risk["attack"] == attack]
+        if not len(sub):
+            continue
+        cols = {f"{m}_{k}": f"{attack}_{m}_{k}" for m in ("auc", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct")
+                for k in ("mean", "ci_low", "ci_high")}
+        numeric = numeric.merge(sub[keys + list(cols)].rename(columns=cols), on=keys, how="left")
+    pretty = numeric[keys + ["n_models"]].copy()
+    shown = [("test_accuracy", "test acc."), ("gap", "gap")]
+    shown += [(f"{a}_{m}", f"{a} {label}") for a in PU_ATTACKS
+              for m, label in (("auc", "AUC"), ("tpr_at_fpr_0.1pct", "TPR@0.1%"), ("tpr_at_fpr_1pct", "TPR@1%"))
+              if f"{a}_{m}_mean" in numeric]
+    for col, label in shown:
+        pretty[label] = [fmt_interval(*v) for v in numeric[[f"{col}_mean", f"{col}_ci_low", f"{col}_ci_high"]]
+                         .itertuples(index=False)]
+    nan = pd.Series(np.nan, index=numeric.index)
+    eps_a, eps_b = numeric.get("eps_epoch_mean", nan), numeric.get("eps_poisson_mean", nan)
+    pretty["epsilon (epoch / Poisson)"] = [f"{a:.2f} / {b:.2f}" if not np.isnan(a) else "-" for a, b in zip(eps_a, eps_b)]
+    pretty["train s"] = [f"{v:.1f}" for v in numeric["train_seconds_mean"]]
+    files = write_table(out_dir, "privacy_utility", numeric, pretty,
+                        "Privacy-utility: utility, membership-inference risk and epsilon per setting "
+                        "(mean [95% CI] over models)")
+    return files, _privacy_utility_figure(numeric, params, out_dir)
+
+
+def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attack = next((a for a in ("lira_online", "lira_offline", "loss") if f"{a}_tpr_at_fpr_1pct_mean" in numeric), None)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if attack is not None:
+        x = numeric[f"{attack}_tpr_at_fpr_1pct_mean"]
+        y = numeric["test_accuracy_mean"]
+        ax.errorbar(x, y, xerr=[x - numeric[f"{attack}_tpr_at_fpr_1pct_ci_low"],
+                                numeric[f"{attack}_tpr_at_fpr_1pct_ci_high"] - x],
+                    yerr=[y - numeric["test_accuracy_ci_low"], numeric["test_accuracy_ci_high"] - y],
+                    fmt="o", ms=4, capsize=2)
+        for row in numeric.itertuples(index=False):
+            r = row._asdict()
+            label = ", ".join(f"{p}={r[p]}" for p in params if r.get(p) is not None and str(r.get(p)) != "nan")
+            eps = r.get("eps_epoch_mean")
+            if eps is not None and not np.isnan(eps):  # noqa: SIM102
+                label += f" (eps={eps:.2f})"
+            ax.annotate(label or "all", (r[f"{attack}_tpr_at_fpr_1pct_mean"], r["test_accuracy_mean"]),
+                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.axvline(0.01, color="k", ls="--", lw=0.8, label="chance (TPR = FPR)")
+        ax.set_xlabel(f"{attack}: TPR at 1% FPR")
+        ax.legend(fontsize=7)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("privacy-utility (mean over models)", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "figures" / "privacy_utility.png"
+    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
+    plt.close(fig)
+    return path
 
 
 def _external_rows(data: ScoreSet, ext: ScoreSet, setting: int, coords: dict) -> pd.DataFrame:

@@ -1,0 +1,224 @@
+"""Text loaders, the LSTM target, DP-SGD and its epsilon, and the defences each doing what they claim."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from privstudy import textdata
+from privstudy.harness.config import ConfigError, from_mapping
+from privstudy.mia_runner import MiaTrainConfig, released_logits
+
+
+# --- text loaders, one small file per real format ------------------------------------------------
+
+def test_shared_csv_gz(tmp_path):
+    df = pd.DataFrame({"split": ["train", "test"], "label": [1, 0], "rating": [9, 2], "id": [0, 1],
+                       "text": ["Great<br />film", "Bad <br/>acting"]})
+    with gzip.open(tmp_path / textdata.SHARED_CSV, "wt") as fh:
+        df.to_csv(fh, index=False)
+    d = textdata.load_imdb(str(tmp_path))
+    assert d.texts.tolist() == ["Great film", "Bad  acting"] and d.labels.tolist() == [1, 0]
+    assert d.split.tolist() == ["train", "test"] and d.texts.dtype == object
+
+
+def test_acl_imdb_folder(tmp_path):
+    root = tmp_path / "imdb" / "aclImdb"
+    for part in ("train", "test"):
+        for sent in ("pos", "neg"):
+            (root / part / sent).mkdir(parents=True)
+    (root / "train" / "pos" / "10_9.txt").write_text("loved it<br /><br />really")
+    (root / "train" / "pos" / "2_8.txt").write_text("fine")
+    (root / "train" / "neg" / "0_1.txt").write_text("awful")
+    (root / "test" / "neg" / "5_3.txt").write_text("dull")
+    d = textdata.load_imdb(str(tmp_path))  # found in data_dir/imdb
+    assert d.texts.tolist() == ["awful", "fine", "loved it  really", "dull"]
+    assert d.labels.tolist() == [0, 1, 1, 0] and d.split.tolist() == ["train", "train", "train", "test"]
+
+
+def test_kaggle_csv(tmp_path):
+    pd.DataFrame({"review": ["good one", "bad<br />one"], "sentiment": ["positive", "negative"]}).to_csv(
+        tmp_path / "IMDB Dataset.csv", index=False)
+    d = textdata.load_imdb(str(tmp_path))
+    assert d.labels.tolist() == [1, 0] and d.texts[1] == "bad one" and set(d.split) == {"all"}
+
+
+def test_kaggle_csv_with_a_bad_sentiment_is_a_clear_error(tmp_path):
+    pd.DataFrame({"review": ["x"], "sentiment": ["meh"]}).to_csv(tmp_path / "IMDB Dataset.csv", index=False)
+    with pytest.raises(ValueError, match="positive or negative"):
+        textdata.load_imdb(str(tmp_path))
+
+
+def test_keras_npz_with_word_index(tmp_path):
+    (tmp_path / "imdb_word_index.json").write_text(json.dumps({"the": 1, "movie": 2, "great": 3}))
+    x = np.empty(2, dtype=object)
+    x[0], x[1] = [1, 4, 5, 6], [1, 4, 99]  # 1 = start; word id = rank + 3
+    np.savez(tmp_path / "imdb.npz", x_train=x, y_train=np.array([1, 0]), x_test=x[:1], y_test=np.array([1]))
+    d = textdata.load_imdb(str(tmp_path))
+    assert d.texts.tolist() == ["the movie great", "the [UNK]", "the movie great"]
+    assert d.split.tolist() == ["train", "train", "test"]
+
+
+def test_missing_imdb_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "k"))
+    monkeypatch.delenv("PRIVSTUDY_DATA", raising=False)
+    with pytest.raises(textdata.DataMissing, match="privstudy data fetch imdb"):
+        textdata.load_imdb(str(tmp_path))
+
+
+# --- DP-SGD -------------------------------------------------------------------------------------
+
+def test_epsilon_of_the_published_setting():
+    from privstudy.dp import default_delta, epsilons
+
+    eps_epoch, eps_poisson, text = epsilons(25000, 64, 3, 1.1, 1e-5, used_microbatching=True)
+    assert (round(eps_epoch, 3), round(eps_poisson, 3)) == (18.950, 4.918)
+    assert default_delta(25000) == 1e-5 and default_delta(999) == 1e-3
+
+
+def _tiny(seed):
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    return tf.keras.Sequential([tf.keras.layers.Input((5,)), tf.keras.layers.Dense(4, activation="tanh"),
+                                tf.keras.layers.Dense(3)])
+
+
+@pytest.mark.parametrize("name", ["sgd", "sgd_vectorized"])
+def test_dp_sgd_without_noise_or_clipping_is_plain_sgd(name):
+    import tensorflow as tf
+
+    from privstudy.dp import make_optimizer
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype(np.float32), rng.integers(0, 3, 64)
+    weights = []
+    for dp in (False, True):
+        model = _tiny(1)
+        if dp:
+            opt = make_optimizer(name, 0.1, l2_norm_clip=1e9, noise_multiplier=0.0, num_microbatches=16)
+            loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                                 reduction=tf.keras.losses.Reduction.NONE)
+        else:
+            opt = tf.keras.optimizers.SGD(0.1)
+            loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer=opt, loss=loss)
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not np.allclose(weights[0][0], _tiny(1).get_weights()[0]), "training moved the weights"
+
+
+# --- defences -----------------------------------------------------------------------------------
+
+def test_temperature_changes_confidences_not_predictions():
+    from scipy.special import softmax
+
+    z = np.random.default_rng(2).normal(scale=3, size=(200, 10))
+    hot = released_logits(z, temperature=4.0)
+    assert (hot.argmax(1) == z.argmax(1)).all()
+    assert softmax(hot, axis=1).max(1).mean() < softmax(z, axis=1).max(1).mean() - 0.1
+    # Rounded to one decimal: the released vector is the rounded one (renormalised to sum to 1).
+    released = softmax(released_logits(z, round_decimals=1), axis=1)
+    want = np.round(softmax(z, axis=1), 1)
+    assert np.allclose(released, want / want.sum(axis=1, keepdims=True), atol=1e-9)
+
+
+def _digits_fit(**kw):
+    from privstudy import nets
+    from privstudy.dataloader import load_images
+
+    d = load_images("digits")
+    x, y = d.x_train[:600], d.y_train[:600]
+    mean, std = nets.channel_stats(x)
+    xs = nets.standardise(x, mean, std)
+    nets.seed_everything(0)
+    model = nets.build_image_model("mlp", xs.shape[1:], 10, l2=kw.pop("l2", 0.0))
+    nets.fit(model, xs, y, kw.pop("epochs", 15), 32, 1e-3, **kw)
+    return model, xs, y
+
+
+def test_l2_shrinks_the_weight_norm():
+    norms = []
+    for l2 in (0.0, 0.01):
+        model, _, _ = _digits_fit(l2=l2)
+        norms.append(sum(float(np.sum(w ** 2)) for w in model.get_weights()[::2]))
+    assert norms[1] < 0.7 * norms[0], norms
+
+
+def test_label_smoothing_caps_confidence():
+    conf = []
+    for alpha in (0.0, 0.2):
+        model, xs, _ = _digits_fit(label_smoothing=alpha, epochs=25)
+        conf.append(float(model.predict(xs, verbose=0).max(axis=1).mean()))
+    # The smoothed target of the true class is 1 - alpha + alpha / 10 = 0.82.
+    assert conf[0] > 0.97 and conf[1] < 0.86, conf
+
+
+def test_defence_configs_are_validated():
+    base = {"dataset": "digits", "pool_size": 100, "n_models": 2, "arch": "mlp"}
+    with pytest.raises(ConfigError, match="holdout_size"):
+        from_mapping(MiaTrainConfig, {**base, "early_stopping_patience": 2})
+    with pytest.raises(ConfigError, match="imdb needs arch lstm"):
+        from_mapping(MiaTrainConfig, {**base, "arch": "lstm"})
+    with pytest.raises(ConfigError, match="must divide batch_size"):
+        from_mapping(MiaTrainConfig, {**base, "dp_noise_multiplier": 1.0, "dp_microbatches": 7})
+
+
+def _reviews(tmp_path, n=400):
+    rng = np.random.default_rng(0)
+    filler = [f"w{i}" for i in range(150)]
+    texts, labels = [], []
+    for i in range(n):
+        y = i % 2
+        words = list(rng.choice(filler, 12)) + (["great", "superb"] if y else ["awful", "boring"])
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(y)
+    pd.DataFrame({"split": "train", "label": labels, "rating": 0, "id": range(n), "text": texts}).to_csv(
+        tmp_path / "imdb_aclImdb_labeled.csv", index=False)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("defence", [{}, {"dp_noise_multiplier": 0.5, "dp_l2_norm_clip": 1.0, "dp_microbatches": 8},
+                                     {"adv_reg": 1.0}, {"early_stopping_patience": 1, "epochs": 4}])
+def test_lstm_model_trial_with_each_defence(tmp_path, defence):
+    from privstudy.mia_runner import run
+
+    cfg = from_mapping(MiaTrainConfig, {"dataset": "imdb", "data_dir": _reviews(tmp_path), "pool_size": 300,
+                                        "holdout_size": 60, "n_models": 2, "arch": "lstm", "vocab_size": 200,
+                                        "seq_len": 16, "epochs": 2, "batch_size": 16, "seed": 1, **defence})
+    out = run(cfg)
+    model = out["mia_model"].iloc[0]
+    scores = out["mia_scores"]
+    assert len(scores) == 300 and scores["probs"].map(len).eq(2).all()
+    assert model["n_holdout"] == 60
+    if "dp_noise_multiplier" in defence:
+        assert np.isfinite(model["eps_epoch"]) and np.isfinite(model["eps_poisson"]) and model["eps_epoch"] > 0
+        assert model["dp_delta"] == 0.01  # 1 / 150 training examples, rounded down to a power of ten
+    else:
+        assert np.isnan(model["eps_epoch"])
+    if not defence.get("dp_noise_multiplier"):
+        assert model["train_accuracy"] > 0.6, "the LSTM learns the sentiment words"
+
+
+def test_dp_study_reports_epsilon_in_the_privacy_utility_table(tmp_path):
+    import yaml
+
+    spec = {"name": "dp", "kind": "mia_train",
+            "fixed": {"dataset": "digits", "pool_size": 400, "n_models": 4, "arch": "mlp", "epochs": 3,
+                      "batch_size": 32},
+            "grid": {"dp_noise_multiplier": [None, 1.0]}, "seeds": 4}
+    path = tmp_path / "dp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert run_cli("sweep", str(path), "--results", str(tmp_path), "--no-progress", "--executor", "inline") == 0
+    assert run_cli("attack", str(tmp_path / "dp"), "--attacks", "loss,lira_online") == 0
+    pu = pd.read_csv(tmp_path / "dp" / "tables" / "privacy_utility.csv")
+    assert len(pu) == 2 and pu["eps_epoch_mean"].notna().sum() == 1
+    md = (tmp_path / "dp" / "tables" / "privacy_utility.md").read_text()
+    assert "epsilon (epoch / Poisson)" in md and (tmp_path / "dp" / "figures" / "privacy_utility.png").exists()
