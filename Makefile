@@ -40,3 +40,6 @@ test-slurm: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_linprog.py
+	$(BIN)/python benchmarks/bench_cnn.py
+	$(BIN)/python benchmarks/bench_mia.py
+	$(BIN)/python benchmarks/bench_dp.py
