@@ -200,7 +200,8 @@ def test_lstm_model_trial_with_each_defence(tmp_path, defence):
     assert model["n_holdout"] == 60
     if "dp_noise_multiplier" in defence:
         assert np.isfinite(model["eps_epoch"]) and np.isfinite(model["eps_poisson"]) and model["eps_epoch"] > 0
-        assert model["dp_delta"] == 0.01  # 1 / 150 training examples, rounded down to a power of ten
+        assert 100 < model["n_train"] <= 1000
+        assert model["dp_delta"] == 0.001  # 1 / ~150 training examples, rounded down to a power of ten
     else:
         assert np.isnan(model["eps_epoch"])
     if not defence.get("dp_noise_multiplier"):
