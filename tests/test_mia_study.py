@@ -105,3 +105,21 @@ def test_the_shipped_mia_specs_validate(capsys, tmp_path):
     for spec in ("mia_digits.yaml", "mia_cifar10.yaml"):
         for smoke in ([], ["--smoke"]):
             assert run_cli("sweep", str(ROOT / "jobs" / spec), "--dry-run", "--results", str(tmp_path), *smoke) == 0
+
+
+def test_external_examples_are_scored_and_compared(tmp_path):
+    """External examples (never trained on) get rows of their own and a members-vs-externals table."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=(300, 8, 8, 1), dtype=np.uint8)  # same shape as digits, another source
+    np.savez(tmp_path / "cifar100.npz", x_train=noise[:200], y_train=np.zeros(200), x_test=noise[200:],
+             y_test=np.zeros(100))
+    code, study = _study(tmp_path, "ext", pool_size=400, epochs=10, external_dataset="cifar100",
+                         external_size=150, data_dir=str(tmp_path))
+    assert code == 0
+    scores = results.read_table(study, "mia_scores")
+    ext = scores[scores["source"] == "external"]
+    assert len(ext) == 4 * 150 and not ext["is_member"].any()
+    mia.build(common.load_study(study), study)
+    table = pd.read_csv(study / "tables" / "mia_external.csv").set_index("attack")
+    # Noise images are far from digits: the models are far less confident on them than on members.
+    assert table.loc["confidence", "auc_members_vs_external"] > 0.9

@@ -235,12 +235,12 @@ def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: P
     attack = next((a for a in ("lira_online", "lira_offline", "loss") if f"{a}_tpr_at_fpr_1pct_mean" in numeric), None)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if attack is not None:
-        x = numeric[f"{attack}_tpr_at_fpr_1pct_mean"]
-        y = numeric["test_accuracy_mean"]
-        ax.errorbar(x, y, xerr=[x - numeric[f"{attack}_tpr_at_fpr_1pct_ci_low"],
-                                numeric[f"{attack}_tpr_at_fpr_1pct_ci_high"] - x],
-                    yerr=[y - numeric["test_accuracy_ci_low"], numeric["test_accuracy_ci_high"] - y],
-                    fmt="o", ms=4, capsize=2)
+        col = lambda name: numeric[name].to_numpy(dtype=float)  # noqa: E731
+        x, y = col(f"{attack}_tpr_at_fpr_1pct_mean"), col("test_accuracy_mean")
+        xerr = np.nan_to_num(np.vstack([x - col(f"{attack}_tpr_at_fpr_1pct_ci_low"),
+                                        col(f"{attack}_tpr_at_fpr_1pct_ci_high") - x]))
+        yerr = np.nan_to_num(np.vstack([y - col("test_accuracy_ci_low"), col("test_accuracy_ci_high") - y]))
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2)
         for row in numeric.itertuples(index=False):
             r = row._asdict()
             label = ", ".join(f"{p}={r[p]}" for p in params if r.get(p) is not None and str(r.get(p)) != "nan")
