@@ -9,14 +9,12 @@ Without CIFAR-10 (no --data-dir and none in the standard places) the trial runs 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
+from common import write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -92,10 +90,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     result = {"trial": trial_phases(a.data_dir, a.pool, a.epochs),
               "nearest_neighbours": nn_comparison(a.nn_queries, a.nn_refs, a.block)}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
-    json.dump(result, sys.stdout, indent=1)
-    print()
+    write_result(result, a.out)
     return 0
 
 

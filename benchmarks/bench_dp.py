@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -55,10 +54,7 @@ def main(argv=None) -> int:
                         "ratio_dp_adam": times["adam"] / times["plain"],
                         "ratio_dp_adam_vectorized": times["adam_vectorized"] / times["plain"]}
         print(name, json.dumps(result[name]), flush=True)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
-    json.dump(result, sys.stdout, indent=1)
-    print()
+    write_result(result, a.out)
     return 0
 
 

@@ -10,13 +10,11 @@ Gaussian IN / OUT statistics), so that its cost is measured without training M m
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -76,10 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/out/mia.json")
     a = p.parse_args(argv)
     result = {"model_trial": model_trial(a.data_dir), "attack_stage": [attack_stage(m, a.pool) for m in a.models]}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
-    json.dump(result, sys.stdout, indent=1)
-    print()
+    write_result(result, a.out)
     return 0
 
 

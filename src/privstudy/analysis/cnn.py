@@ -6,8 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from privstudy.analysis.common import StudyData, add_setting_columns, fmt_interval, summarise
-from privstudy.analysis.common import varying_params, write_table
-from privstudy.harness import results
+from privstudy.analysis.common import save_figure, varying_params, write_table
 
 KIND = "cnn_similarity"
 
@@ -101,8 +100,6 @@ def _figure(curve: pd.DataFrame, keys: list[str], out_dir: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / "figures" / "cnn_binned_curve.png"
-    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
-    plt.close(fig)
+    path = save_figure(fig, out_dir, "cnn_binned_curve")
     return path
 

@@ -130,3 +130,13 @@ def write_table(out_dir: Path, name: str, numeric: pd.DataFrame, pretty: pd.Data
     results.write_text_atomic(csv_path, numeric.to_csv(index=False, float_format="%.10g"))
     results.write_text_atomic(md_path, f"# {title}\n\n" + markdown_table(pretty))
     return [csv_path, md_path]
+
+
+def save_figure(fig, out_dir: Path, name: str) -> Path:
+    """Write a Matplotlib figure to ``out_dir/figures/<name>.png`` atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = out_dir / "figures" / f"{name}.png"
+    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
+    plt.close(fig)
+    return path

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from privstudy.harness import results
 
 from privstudy.analysis.common import StudyData, add_setting_columns, fmt_interval, summarise
-from privstudy.analysis.common import varying_params, write_table
+from privstudy.analysis.common import save_figure, varying_params, write_table
 
 KIND = "linprog"
 
@@ -108,7 +107,5 @@ def _figure(curve: pd.DataFrame, params: list[str], out_dir: Path) -> Path:
     axes[0][0].set_ylabel("mean normalised distance to nearest training point")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / "figures" / "linprog_binned_curve.png"
-    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
-    plt.close(fig)
+    path = save_figure(fig, out_dir, "linprog_binned_curve")
     return path

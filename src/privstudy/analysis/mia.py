@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from privstudy.analysis.common import AnalysisError, StudyData, fmt_interval, markdown_table, summarise
-from privstudy.analysis.common import varying_params, write_table
+from privstudy.analysis.common import save_figure, varying_params, write_table
 from privstudy.harness import results
 from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, available_attacks, run_attack
 from privstudy.mia.keep import keep_matrix
@@ -256,9 +256,7 @@ def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: P
     ax.set_title("privacy-utility (mean over models)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = out_dir / "figures" / "privacy_utility.png"
-    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
-    plt.close(fig)
+    path = save_figure(fig, out_dir, "privacy_utility")
     return path
 
 
@@ -299,9 +297,7 @@ def _figures(table: pd.DataFrame, data: ScoreSet, first: dict, external: Optiona
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    path = out_dir / "figures" / f"mia_roc_setting{setting}.png"
-    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
-    plt.close(fig)
+    path = save_figure(fig, out_dir, f"mia_roc_setting{setting}")
     paths.append(path)
 
     shown = [a for a in ("loss", "lira_online", "lira_offline") if a in first][:2]
@@ -318,8 +314,6 @@ def _figures(table: pd.DataFrame, data: ScoreSet, first: dict, external: Optiona
         ax.set_title(f"{name} score, target model 0", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / "figures" / f"mia_scores_setting{setting}.png"
-    results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
-    plt.close(fig)
+    path = save_figure(fig, out_dir, f"mia_scores_setting{setting}")
     paths.append(path)
     return paths
