@@ -122,7 +122,7 @@ def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = No
         if external is not None:
             ext_rows.append(_external_rows(data, external, i, coords))
         figures += _figures(table, data, first, external, i, label, out_dir)
-    per_target_df = pd.concat(per_target, ignore_index=True)
+    per_target_df = _concat(per_target)
     keys = ["setting"] + params + ["attack"]
     results.write_text_atomic(out_dir / "tables" / "mia_attack_per_target.csv",
                               per_target_df.drop(columns="roc_tpr_json").to_csv(index=False, float_format="%.10g"))
@@ -140,7 +140,7 @@ def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = No
                         .itertuples(index=False)]
     files = write_table(out_dir, "mia_risk", numeric, pretty,
                         "Membership-inference risk per attack (mean [95% CI] over target models)")
-    models_all = pd.concat(model_tables, ignore_index=True)
+    models_all = _concat(model_tables)
     files += _model_table(models_all, params, out_dir)
     pu_files, pu_figure = _privacy_utility(numeric, models_all, params, out_dir)
     files += pu_files
@@ -163,6 +163,15 @@ def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = No
     lines += [(out_dir / "tables" / "mia_models.md").read_text().split("\n", 2)[2]]
     lines += [(out_dir / "tables" / "mia_risk.md").read_text().split("\n", 2)[2]]
     return lines
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """pd.concat of frames some of whose columns are all NaN (e.g. epsilon without DP), quietly."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return pd.concat(frames, ignore_index=True)
 
 
 def _show(v):
@@ -284,10 +293,12 @@ def _figures(table: pd.DataFrame, data: ScoreSet, first: dict, external: Optiona
 
     paths = []
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name, g in table.groupby("attack", sort=False):
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, g) in enumerate(table.groupby("attack", sort=False)):
         tpr = np.mean([json.loads(s) for s in g["roc_tpr_json"]], axis=0)
         auc = g["auc"].mean()
-        ax.loglog(FPR_GRID, np.maximum(tpr, 1e-5), label=f"{name} (AUC {auc:.3f})")
+        ax.loglog(FPR_GRID, np.maximum(tpr, 1e-5), color=colours[(2 * i) % 20 + (i >= 10)],
+                  ls="-" if i < 8 else "--", label=f"{name} (AUC {auc:.3f})")
     ax.loglog(FPR_GRID, FPR_GRID, "k--", lw=0.8, label="chance")
     ax.set_xlim(1e-4, 1)
     ax.set_ylim(1e-4, 1)
