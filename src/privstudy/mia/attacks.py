@@ -144,8 +144,13 @@ def rmia(data: ScoreSet, target: int, a: float = 0.3, gamma: float = 1.0) -> np.
     return np.searchsorted(z, lr / gamma, side="left") / len(z)
 
 
-def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int = 20000) -> np.ndarray:
-    """Shokri et al.: per-class in/out classifiers on the shadows' prediction vectors."""
+def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int = 10000) -> np.ndarray:
+    """Shokri et al.: per-class in/out classifiers on the shadows' prediction vectors.
+
+    The classifier is gradient boosting (50 rounds) on the log-probabilities, fitted on at most
+    ``max_rows_per_class`` (shadow model, example) pairs per class: it is by far the costliest attack
+    (measured: 16-36 s per target at N = 10,000 with 20,000 rows and 100 rounds on 2 busy cores).
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     if data.probs is None:
@@ -163,7 +168,7 @@ def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int =
             x, y = x[pick], y[pick]
         if y.all() or not y.any():
             continue  # no contrast to learn: score 0 for this class
-        clf = HistGradientBoostingClassifier(max_iter=100, random_state=seed).fit(x, y)
+        clf = HistGradientBoostingClassifier(max_iter=50, random_state=seed).fit(x, y)
         scores[cols] = clf.predict_proba(feats[target, cols])[:, 1]
     return scores
 
