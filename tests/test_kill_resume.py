@@ -16,10 +16,16 @@ from privstudy.harness import results
 SPEC = small_lp_spec(name="killme", seeds=10, test_size=250000, grid_size=600.0, train_size=10)
 
 
+def _default_sigint() -> None:
+    # A shell starts background commands with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored; restore it so that the sweep sees Ctrl-C wherever the test suite itself was started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _sweep(spec_path: Path, root: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "privstudy", "sweep", str(spec_path), "--results", str(root),
                              "--no-progress", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
 
 
 def _n_records(study_dir: Path) -> int:
