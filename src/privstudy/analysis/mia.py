@@ -242,7 +242,8 @@ def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: P
     import matplotlib.pyplot as plt
 
     attack = next((a for a in ("lira_online", "lira_offline", "loss") if f"{a}_tpr_at_fpr_1pct_mean" in numeric), None)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    labels: list = []
     if attack is not None:
         col = lambda name: numeric[name].to_numpy(dtype=float)  # noqa: E731
         x, y = col(f"{attack}_tpr_at_fpr_1pct_mean"), col("test_accuracy_mean")
@@ -250,21 +251,23 @@ def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: P
                                         col(f"{attack}_tpr_at_fpr_1pct_ci_high") - x]))
         yerr = np.nan_to_num(np.vstack([y - col("test_accuracy_ci_low"), col("test_accuracy_ci_high") - y]))
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2)
-        for row in numeric.itertuples(index=False):
-            r = row._asdict()
-            label = ", ".join(f"{p}={r[p]}" for p in params if r.get(p) is not None and str(r.get(p)) != "nan")
+        # Label each point with what sets it apart: the parameters that differ from their most common value.
+        modes = {p: numeric[p].astype(str).mode().iloc[0] for p in params}
+        for i, r in enumerate(numeric.to_dict("records")):
+            label = ", ".join(f"{p}={r[p]}" for p in params if str(r[p]) != modes[p]) or "baseline"
             eps = r.get("eps_epoch_mean")
             if eps is not None and not np.isnan(eps):  # noqa: SIM102
-                label += f" (eps={eps:.2f})"
-            ax.annotate(label or "all", (r[f"{attack}_tpr_at_fpr_1pct_mean"], r["test_accuracy_mean"]),
-                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+                label = f"eps={eps:.2f}: {label}"
+            labels.append((x[i], y[i], label[:70]))
         ax.axvline(0.01, color="k", ls="--", lw=0.8, label="chance (TPR = FPR)")
         ax.set_xlabel(f"{attack}: TPR at 1% FPR")
         ax.legend(fontsize=7)
     ax.set_ylabel("test accuracy")
     ax.set_title("privacy-utility (mean over models)", fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout()  # before the labels, which may run past the axes and must not shrink them
+    for lx, ly, text in labels:
+        ax.annotate(text, (lx, ly), fontsize=6, xytext=(4, 3), textcoords="offset points", annotation_clip=False)
     path = save_figure(fig, out_dir, "privacy_utility")
     return path
 
