@@ -21,6 +21,8 @@ def configure_tensorflow(cpus: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
+    # Keras' "tf.function retracing" and IndexedSlices warnings fill worker logs and mean nothing here.
+    tf.get_logger().setLevel("ERROR")
     n = int(os.environ.get("SLURM_CPUS_PER_TASK", cpus) or cpus)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n)
