@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from privstudy.analysis.common import StudyData, add_setting_columns, fmt_interval, summarise
+from privstudy.analysis.common import StudyData, add_setting_columns, intervals, summarise_columns
 from privstudy.analysis.common import save_figure, varying_params, write_table
 
 KIND = "cnn_similarity"
@@ -40,31 +40,25 @@ def build(study: StudyData, out_dir: Path) -> list[str]:
         model["_all"] = "all"
         bins["_all"] = "all"
         keys = ["_all"]
-    numeric = None
-    for metric, _ in SUMMARY:
-        part = summarise(wide, keys, metric)
-        numeric = part if numeric is None else numeric.merge(part.drop(columns="n_trials"), on=keys)
-    for col in ("train_accuracy", "nonmember_accuracy", "epochs_run"):
-        numeric = numeric.merge(summarise(model, keys, col).drop(columns="n_trials"), on=keys)
+    numeric = summarise_columns(wide, keys, [metric for metric, _ in SUMMARY])
+    numeric = numeric.merge(summarise_columns(model, keys, ["train_accuracy", "nonmember_accuracy", "epochs_run"])
+                            .drop(columns="n_trials"), on=keys)
     numeric = numeric.sort_values(keys).reset_index(drop=True)
     pretty = numeric[keys + ["n_trials"]].copy()
     for col, label in [("train_accuracy", "train acc."), ("nonmember_accuracy", "non-member acc.")] + SUMMARY:
-        pretty[label] = [fmt_interval(*v) for v in numeric[[f"{col}_mean", f"{col}_ci_low", f"{col}_ci_high"]]
-                         .itertuples(index=False)]
+        pretty[label] = intervals(numeric, col)
     files = write_table(out_dir, "cnn_confidence_vs_nn", numeric.drop(columns=["_all"], errors="ignore"),
                         pretty.drop(columns=["_all"], errors="ignore"),
                         "Image pipeline: confidence vs nearest training point in feature space "
                         "(mean [95% CI] over trials)")
-    curve = summarise(bins, keys + ["bin"], "member_nn_distance_mean", "member_nn_distance")
-    for col, name in (("nonmember_nn_distance_mean", "nonmember_nn_distance"), ("confidence_mean", "confidence"),
-                      ("member_share", "member_share")):
-        curve = curve.merge(summarise(bins, keys + ["bin"], col, name).drop(columns="n_trials"), on=keys + ["bin"])
+    curve = summarise_columns(bins, keys + ["bin"], [
+        ("member_nn_distance_mean", "member_nn_distance"), ("nonmember_nn_distance_mean", "nonmember_nn_distance"),
+        ("confidence_mean", "confidence"), ("member_share", "member_share")])
     curve = curve.sort_values(keys + ["bin"]).reset_index(drop=True)
     pretty_curve = curve[keys + ["bin", "n_trials"]].copy()
     for col, label in (("confidence", "confidence"), ("member_nn_distance", "NN dist. members"),
                        ("nonmember_nn_distance", "NN dist. non-members"), ("member_share", "member share")):
-        pretty_curve[label] = [fmt_interval(*v) for v in curve[[f"{col}_mean", f"{col}_ci_low", f"{col}_ci_high"]]
-                               .itertuples(index=False)]
+        pretty_curve[label] = intervals(curve, col)
     files += write_table(out_dir, "cnn_binned_curve", curve.drop(columns=["_all"], errors="ignore"),
                          pretty_curve.drop(columns=["_all"], errors="ignore"),
                          "Image pipeline: confidence decile (1 = least confident) -> mean normalised angular "

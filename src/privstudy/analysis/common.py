@@ -95,14 +95,37 @@ def summarise(rows: pd.DataFrame, by: list[str], value: str, prefix: str | None 
     Returns:
         columns ``by + [<p>_mean, <p>_ci_low, <p>_ci_high, n_trials]`` with p = prefix or value.
     """
-    p = prefix or value
+    return summarise_columns(rows, by, [(value, prefix or value)])
+
+
+def summarise_columns(rows: pd.DataFrame, by: list[str], columns: Sequence[str | tuple[str, str]]) -> pd.DataFrame:
+    """``summarise`` of several columns in one pass over the groups.
+
+    Args:
+        columns: value names, or (value, prefix) pairs.
+
+    Returns:
+        columns ``by``, the first column's ``_mean, _ci_low, _ci_high``, ``n_trials`` (counted on the
+        first column), then the other columns' triples, in order.
+    """
+    pairs = [(c, c) if isinstance(c, str) else c for c in columns]
     groups = []
     for key, g in rows.groupby(by, sort=True, dropna=False):
-        m, lo, hi, n = stats.mean_interval(g[value].to_numpy(dtype=np.float64))
         key = key if isinstance(key, tuple) else (key,)
-        groups.append({**dict(zip(by, key)), f"{p}_mean": m, f"{p}_ci_low": lo, f"{p}_ci_high": hi,
-                       "n_trials": n})
+        row = dict(zip(by, key))
+        for i, (value, p) in enumerate(pairs):
+            m, lo, hi, n = stats.mean_interval(g[value].to_numpy(dtype=np.float64))
+            row.update({f"{p}_mean": m, f"{p}_ci_low": lo, f"{p}_ci_high": hi})
+            if i == 0:
+                row["n_trials"] = n
+        groups.append(row)
     return pd.DataFrame(groups)
+
+
+def intervals(numeric: pd.DataFrame, prefix: str) -> list[str]:
+    """``fmt_interval`` of each row's ``<prefix>_mean, _ci_low, _ci_high``."""
+    cols = [f"{prefix}_mean", f"{prefix}_ci_low", f"{prefix}_ci_high"]
+    return [fmt_interval(*v) for v in numeric[cols].itertuples(index=False)]
 
 
 def fmt_interval(mean: float, low: float, high: float, digits: int = 3) -> str:

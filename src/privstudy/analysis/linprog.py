@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 
-from privstudy.analysis.common import StudyData, add_setting_columns, fmt_interval, summarise
+from privstudy.analysis.common import StudyData, add_setting_columns, intervals, summarise, summarise_columns
 from privstudy.analysis.common import save_figure, varying_params, write_table
 
 KIND = "linprog"
@@ -37,37 +37,29 @@ def build(study: StudyData, out_dir: Path) -> list[str]:
 
     # Summary: one row per setting and confidence, each metric as mean and interval over trials.
     wide = metrics.pivot_table(index=["trial_id"] + keys, columns="metric", values="value").reset_index()
-    numeric = None
-    for metric, _label in SUMMARY_METRICS:
-        part = summarise(wide, keys, metric)
-        numeric = part if numeric is None else numeric.merge(part.drop(columns="n_trials"), on=keys)
+    numeric = summarise_columns(wide, keys, [metric for metric, _label in SUMMARY_METRICS])
     acc = summarise(model, params or ["objective"], "accuracy")
     acc = acc.drop(columns="n_trials")
     numeric = numeric.merge(acc, on=params or ["objective"], how="left") if params else numeric.assign(
         **{c: acc[c].iloc[0] for c in acc.columns if c.startswith("accuracy")})
     numeric = numeric.sort_values(keys).reset_index(drop=True)
     pretty = numeric[keys + ["n_trials"]].copy()
-    pretty["accuracy"] = [fmt_interval(r.accuracy_mean, r.accuracy_ci_low, r.accuracy_ci_high)
-                          for r in numeric.itertuples()]
+    pretty["accuracy"] = intervals(numeric, "accuracy")
     for metric, label in SUMMARY_METRICS:
         if metric.endswith("member_share"):
             continue  # tiny by design (members are few); kept in the CSV
-        pretty[label] = [fmt_interval(m, lo, hi) for m, lo, hi in
-                         zip(numeric[f"{metric}_mean"], numeric[f"{metric}_ci_low"], numeric[f"{metric}_ci_high"])]
+        pretty[label] = intervals(numeric, metric)
     files = write_table(out_dir, "linprog_confidence_vs_nn", numeric, pretty,
                         "LP pipeline: confidence vs nearest training point (mean [95% CI] over trials)")
 
     # Binned curve: confidence bin -> mean train distance, over trials.
-    curve = summarise(bins, keys + ["bin"], "train_distance_mean", "train_distance")
-    for col, name in (("nonmember_train_distance_mean", "nonmember_train_distance"),
-                      ("confidence_mean", "confidence"), ("member_share", "member_share")):
-        curve = curve.merge(summarise(bins, keys + ["bin"], col, name).drop(columns="n_trials"), on=keys + ["bin"])
+    curve = summarise_columns(bins, keys + ["bin"], [
+        ("train_distance_mean", "train_distance"), ("nonmember_train_distance_mean", "nonmember_train_distance"),
+        ("confidence_mean", "confidence"), ("member_share", "member_share")])
     curve = curve.sort_values(keys + ["bin"]).reset_index(drop=True)
     pretty_curve = curve[keys + ["bin", "n_trials"]].copy()
-    pretty_curve["confidence"] = [fmt_interval(*v) for v in curve[
-        ["confidence_mean", "confidence_ci_low", "confidence_ci_high"]].itertuples(index=False)]
-    pretty_curve["train distance"] = [fmt_interval(*v) for v in curve[
-        ["train_distance_mean", "train_distance_ci_low", "train_distance_ci_high"]].itertuples(index=False)]
+    pretty_curve["confidence"] = intervals(curve, "confidence")
+    pretty_curve["train distance"] = intervals(curve, "train_distance")
     pretty_curve["members"] = [f"{v:.2e}" for v in curve["member_share_mean"]]
     files += write_table(out_dir, "linprog_binned_curve", curve, pretty_curve,
                          "LP pipeline: confidence bin (1 = least confident) -> mean normalised distance "

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from privstudy.analysis.common import AnalysisError, StudyData, fmt_interval, markdown_table, summarise
+from privstudy.analysis.common import AnalysisError, StudyData, intervals, markdown_table, summarise_columns
 from privstudy.analysis.common import save_figure, varying_params, write_table
 from privstudy.harness import results
 from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, available_attacks, run_attack
@@ -126,21 +126,17 @@ def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = No
     keys = ["setting"] + params + ["attack"]
     results.write_text_atomic(out_dir / "tables" / "mia_attack_per_target.csv",
                               per_target_df.drop(columns="roc_tpr_json").to_csv(index=False, float_format="%.10g"))
-    numeric = None
-    for col in RISK_COLUMNS:
-        part = summarise(per_target_df, keys, col)
-        numeric = part if numeric is None else numeric.merge(part.drop(columns="n_trials"), on=keys)
-    numeric = numeric.rename(columns={"n_trials": "n_targets"})
+    numeric = summarise_columns(per_target_df, keys, RISK_COLUMNS).rename(columns={"n_trials": "n_targets"})
     order = {a: j for j, a in enumerate(per_target_df["attack"].unique())}
     numeric = numeric.sort_values(["setting"], kind="mergesort")
     numeric = numeric.iloc[np.lexsort((numeric["attack"].map(order), numeric["setting"]))].reset_index(drop=True)
     pretty = numeric[keys + ["n_targets"]].copy()
     for col, name in SHOWN:
-        pretty[name] = [fmt_interval(*v) for v in numeric[[f"{col}_mean", f"{col}_ci_low", f"{col}_ci_high"]]
-                        .itertuples(index=False)]
+        pretty[name] = intervals(numeric, col)
     files = write_table(out_dir, "mia_risk", numeric, pretty,
                         "Membership-inference risk per attack (mean [95% CI] over target models)")
     models_all = _concat(model_tables)
+    models_all = models_all.assign(gap=models_all["train_accuracy"] - models_all["test_accuracy"])
     files += _model_table(models_all, params, out_dir)
     pu_files, pu_figure = _privacy_utility(numeric, models_all, params, out_dir)
     files += pu_files
@@ -179,18 +175,13 @@ def _show(v):
 
 
 def _model_table(models: pd.DataFrame, params: list[str], out_dir: Path) -> list[Path]:
-    models = models.assign(gap=models["train_accuracy"] - models["test_accuracy"])
     keys = ["setting"] + params
-    numeric = None
-    for col in ("train_accuracy", "test_accuracy", "gap", "epochs_run", "train_seconds"):
-        part = summarise(models, keys, col)
-        numeric = part if numeric is None else numeric.merge(part.drop(columns="n_trials"), on=keys)
-    numeric = numeric.rename(columns={"n_trials": "n_models"})
+    numeric = summarise_columns(models, keys, ["train_accuracy", "test_accuracy", "gap", "epochs_run",
+                                               "train_seconds"]).rename(columns={"n_trials": "n_models"})
     pretty = numeric[keys + ["n_models"]].copy()
     for col, name in (("train_accuracy", "train acc."), ("test_accuracy", "test acc."), ("gap", "gap"),
                       ("train_seconds", "train s")):
-        pretty[name] = [fmt_interval(*v) for v in numeric[[f"{col}_mean", f"{col}_ci_low", f"{col}_ci_high"]]
-                        .itertuples(index=False)]
+        pretty[name] = intervals(numeric, col)
     return write_table(out_dir, "mia_models", numeric, pretty,
                        "Target / shadow models: utility (mean [95% CI] over models)")
 
@@ -202,14 +193,9 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
     """Per setting: utility, the generalisation gap, the threshold and LiRA attacks' AUC and TPR at low
     FPR, DP-SGD's epsilon, training time (mean [95% CI] over models / target models)."""
     keys = ["setting"] + params
-    models = models.assign(gap=models["train_accuracy"] - models["test_accuracy"])
-    numeric = None
-    for col in ("train_accuracy", "test_accuracy", "gap", "train_seconds", "eps_epoch", "eps_poisson"):
-        if col not in models:
-            continue
-        part = summarise(models, keys, col)
-        numeric = part if numeric is None else numeric.merge(part.drop(columns="n_trials"), on=keys)
-    numeric = numeric.rename(columns={"n_trials": "n_models"})
+    cols = [c for c in ("train_accuracy", "test_accuracy", "gap", "train_seconds", "eps_epoch", "eps_poisson")
+            if c in models]
+    numeric = summarise_columns(models, keys, cols).rename(columns={"n_trials": "n_models"})
     for attack in PU_ATTACKS:
         sub = risk[risk["attack"] == attack]
         if not len(sub):
@@ -223,8 +209,7 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
               for m, label in (("auc", "AUC"), ("tpr_at_fpr_0.1pct", "TPR@0.1%"), ("tpr_at_fpr_1pct", "TPR@1%"))
               if f"{a}_{m}_mean" in numeric]
     for col, label in shown:
-        pretty[label] = [fmt_interval(*v) for v in numeric[[f"{col}_mean", f"{col}_ci_low", f"{col}_ci_high"]]
-                         .itertuples(index=False)]
+        pretty[label] = intervals(numeric, col)
     nan = pd.Series(np.nan, index=numeric.index)
     eps_a, eps_b = numeric.get("eps_epoch_mean", nan), numeric.get("eps_poisson_mean", nan)
     pretty["epsilon (epoch / Poisson)"] = [f"{a:.2f} / {b:.2f}" if not np.isnan(a) else "-" for a, b in zip(eps_a, eps_b)]
