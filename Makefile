@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-real-data test-slurm venv check-python bench clean-demo
+.PHONY: demo test lint format test-real-data test-slurm venv check-python bench clean-demo
 
 check-python:
 	@v=$$($(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null) || { echo "error: '$(PYTHON)' does not run; privstudy needs Python 3.11 (TensorFlow 2.15 has no wheels for 3.12+): install it, or run make PYTHON=/path/to/python3.11 ..." >&2; exit 2; }; \
@@ -29,6 +29,16 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -m "not real_data and not slurm" $(PYTEST_ARGS)
+
+# ruff: lint rules and formatting (configured in pyproject.toml); `make format` rewrites the files.
+LINTED := src tests benchmarks analysis
+lint: venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: venv
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
 # pytest exits 5 when it selects no test (e.g. no real-data test exists for a kind yet): not a failure.
 test-real-data: venv

@@ -1,4 +1,5 @@
 """Aggregate study results: `python analysis/aggregate.py results/<study>` (tables, figures, report)."""
+
 import sys
 
 from privstudy.analysis.aggregate import main

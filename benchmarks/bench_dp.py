@@ -7,6 +7,7 @@ Inputs are random (token ids for the LSTM, 32x32x3 images for the CNN): speed do
 data. Every configuration trains one epoch after a warm-up epoch; DP runs clip per example
 (microbatches = batch size).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,26 +16,29 @@ import os
 import time
 
 import numpy as np
+
 from common import write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def epoch_seconds(build, x, y, batch: int, optimizer: str | None) -> float:
-    from privstudy import nets
-    from privstudy.dp import make_optimizer
+    from privstudy.defences.dp import make_optimizer
+    from privstudy.models.training import FitOptions, fit, seed_everything
 
-    nets.seed_everything(0)
+    seed_everything(0)
     model = build()
     opt = None if optimizer is None else make_optimizer(optimizer, 1e-3, 1.0, 1.1, batch)
-    nets.fit(model, x, y, 1, batch, 1e-3, optimizer=opt, dp_loss=optimizer is not None)  # warm-up, tracing
+    opts = FitOptions(epochs=1, batch_size=batch, dp_loss=optimizer is not None)
+    fit(model, x, y, opts, optimizer=opt)  # warm-up, tracing
     t0 = time.perf_counter()
-    nets.fit(model, x, y, 1, batch, 1e-3, optimizer=opt, dp_loss=optimizer is not None)
+    fit(model, x, y, opts, optimizer=opt)
     return time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
-    from privstudy import nets
+    from privstudy.models.image import build_image_model
+    from privstudy.models.text import build_text_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1280)
@@ -43,16 +47,24 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     rng = np.random.default_rng(0)
     models = {
-        "lstm": (lambda: nets.build_text_model(), rng.integers(0, 20000, (a.n, 100)), rng.integers(0, 2, a.n)),
-        "cnn": (lambda: nets.build_image_model("cnn", (32, 32, 3), 10),
-                rng.normal(size=(a.n, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, a.n)),
+        "lstm": (lambda: build_text_model(), rng.integers(0, 20000, (a.n, 100)), rng.integers(0, 2, a.n)),
+        "cnn": (
+            lambda: build_image_model("cnn", (32, 32, 3), 10),
+            rng.normal(size=(a.n, 32, 32, 3)).astype(np.float32),
+            rng.integers(0, 10, a.n),
+        ),
     }
     result = {"n": a.n, "batch": a.batch}
     for name, (build, x, y) in models.items():
-        times = {opt or "plain": epoch_seconds(build, x, y, a.batch, opt) for opt in (None, "adam", "adam_vectorized")}
-        result[name] = {"seconds_per_epoch": times,
-                        "ratio_dp_adam": times["adam"] / times["plain"],
-                        "ratio_dp_adam_vectorized": times["adam_vectorized"] / times["plain"]}
+        times = {
+            opt or "plain": epoch_seconds(build, x, y, a.batch, opt)
+            for opt in (None, "adam", "adam_vectorized")
+        }
+        result[name] = {
+            "seconds_per_epoch": times,
+            "ratio_dp_adam": times["adam"] / times["plain"],
+            "ratio_dp_adam_vectorized": times["adam_vectorized"] / times["plain"],
+        }
         print(name, json.dumps(result[name]), flush=True)
     write_result(result, a.out)
     return 0

@@ -7,6 +7,7 @@ The model trial is one `mia_train` MLP on the built-in digits (or on CIFAR-10 wi
 attack stage runs on recorded-score sets of M models over the pool with a realistic signal (per-example
 Gaussian IN / OUT statistics), so that its cost is measured without training M models first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ import os
 import time
 
 import numpy as np
+
 from common import write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,13 +25,19 @@ def model_trial(data_dir: str | None) -> dict:
     from privstudy.harness.config import from_mapping
     from privstudy.mia_runner import MiaTrainConfig, run
 
-    fixed = ({"dataset": "cifar10", "data_dir": data_dir, "pool_size": 10000, "epochs": 10} if data_dir
-             else {"dataset": "digits", "pool_size": 1797, "epochs": 30, "batch_size": 32})
+    fixed = (
+        {"dataset": "cifar10", "data_dir": data_dir, "pool_size": 10000, "epochs": 10}
+        if data_dir
+        else {"dataset": "digits", "pool_size": 1797, "epochs": 30, "batch_size": 32}
+    )
     cfg = from_mapping(MiaTrainConfig, {**fixed, "n_models": 8, "arch": "mlp", "seed": 0})
     t0 = time.perf_counter()
     out = run(cfg)
-    return {**fixed, "seconds": time.perf_counter() - t0,
-            "train_seconds": float(out["mia_model"]["train_seconds"].iloc[0])}
+    return {
+        **fixed,
+        "seconds": time.perf_counter() - t0,
+        "train_s": float(out["mia_model"]["train_s"].iloc[0]),
+    }
 
 
 def synthetic(m: int, n: int, seed: int = 0):
@@ -46,8 +54,16 @@ def synthetic(m: int, n: int, seed: int = 0):
     logits[np.arange(m)[:, None], np.arange(n)[None, :], labels[None, :]] = stat + np.log(9)
     sc = [example_scores(logits[j], labels) for j in range(m)]
     col = {k: np.stack([d[k] for d in sc]) for k in ("loss", "p_true", "entropy", "mentr", "probs", "lira")}
-    return ScoreSet(keep=keep, labels=labels, loss=col["loss"], p_true=col["p_true"], entropy=col["entropy"],
-                    mentr=col["mentr"], views=col["lira"][..., None], probs=col["probs"])
+    return ScoreSet(
+        keep=keep,
+        labels=labels,
+        loss=col["loss"],
+        p_true=col["p_true"],
+        entropy=col["entropy"],
+        mentr=col["mentr"],
+        views=col["lira"][..., None],
+        probs=col["probs"],
+    )
 
 
 def attack_stage(m: int, n: int) -> dict:
@@ -62,8 +78,12 @@ def attack_stage(m: int, n: int) -> dict:
         attack_metrics(run_attack(name, data, 0), data.keep[0])
         per_attack[name] = (time.perf_counter() - t0) / 2
     all_targets = sum(v * (min(m, 8) if k == "shadow" else m) for k, v in per_attack.items())
-    return {"models": m, "pool": n, "seconds_per_target": per_attack,
-            "estimated_seconds_all_targets": all_targets}
+    return {
+        "models": m,
+        "pool": n,
+        "seconds_per_target": per_attack,
+        "estimated_seconds_all_targets": all_targets,
+    }
 
 
 def main(argv=None) -> int:
@@ -73,7 +93,10 @@ def main(argv=None) -> int:
     p.add_argument("--models", type=int, nargs="+", default=[8, 16, 32])
     p.add_argument("--out", default="benchmarks/out/mia.json")
     a = p.parse_args(argv)
-    result = {"model_trial": model_trial(a.data_dir), "attack_stage": [attack_stage(m, a.pool) for m in a.models]}
+    result = {
+        "model_trial": model_trial(a.data_dir),
+        "attack_stage": [attack_stage(m, a.pool) for m in a.models],
+    }
     write_result(result, a.out)
     return 0
 

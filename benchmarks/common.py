@@ -1,4 +1,5 @@
 """What every benchmark script shares: writing its result as JSON (file and stdout)."""
+
 from __future__ import annotations
 
 import json

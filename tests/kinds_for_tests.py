@@ -1,4 +1,5 @@
 """A tiny trial kind for harness tests: echoes seed-derived numbers, can fail or sleep on request."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,9 +36,17 @@ def run(cfg: EchoConfig) -> dict[str, pd.DataFrame]:
         os.kill(os.getpid(), signal.SIGKILL)
     rng = np.random.default_rng(cfg.seed)
     env = os.environ.get(cfg.env_var) if cfg.env_var else None
-    return {"echo": pd.DataFrame({"i": np.arange(cfg.n_rows), "x": rng.normal(size=cfg.n_rows),
-                                  "env": [env] * cfg.n_rows})}
+    return {
+        "echo": pd.DataFrame(
+            {"i": np.arange(cfg.n_rows), "x": rng.normal(size=cfg.n_rows), "env": [env] * cfg.n_rows}
+        )
+    }
 
 
-KIND = TrialKind(name="echo", description="test kind", config_cls=EchoConfig, run=run,
-                 tables={"echo": pa.schema([("i", pa.int64()), ("x", pa.float64()), ("env", pa.string())])})
+KIND = TrialKind(
+    name="echo",
+    description="test kind",
+    config_cls=EchoConfig,
+    run=run,
+    tables={"echo": pa.schema([("i", pa.int64()), ("x", pa.float64()), ("env", pa.string())])},
+)

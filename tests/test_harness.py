@@ -1,4 +1,5 @@
 """The harness end to end: sweeps, resume, failures, retries, status, atomic shards, conformance."""
+
 import json
 
 import pandas as pd
@@ -33,8 +34,15 @@ def test_sweep_then_rerun_skips_finished_trials(tmp_path, write_spec, capsys):
 
 def test_rows_carry_provenance_and_explicit_schema(tmp_path, write_spec):
     root = tmp_path / "r"
-    run_cli("sweep", str(write_spec(small_lp_spec(seeds=1))), "--results", str(root), "--executor", "inline",
-            "--no-progress")
+    run_cli(
+        "sweep",
+        str(write_spec(small_lp_spec(seeds=1))),
+        "--results",
+        str(root),
+        "--executor",
+        "inline",
+        "--no-progress",
+    )
     study = root / "lp"
     kind = get_kind("linprog")
     for table, cols in kind.tables.items():
@@ -66,16 +74,29 @@ def test_failed_trials_are_recorded_and_retried(tmp_path, write_spec, test_kinds
     assert run_cli("status", str(root / "e"), "--json") == 0
     status = json.loads(capsys.readouterr().out)
     assert (status["done"], status["failed"], status["pending"]) == (3, 2, 0)
-    assert {f["error"] for f in status["failures"]} == {"RuntimeError: seed 1 fails on purpose",
-                                                       "RuntimeError: seed 3 fails on purpose"}
+    assert {f["error"] for f in status["failures"]} == {
+        "RuntimeError: seed 1 fails on purpose",
+        "RuntimeError: seed 3 fails on purpose",
+    }
     # A plain rerun leaves failures alone; --retry-failed reruns exactly those.
     assert run_cli("sweep", str(spec), "--results", str(root), "--executor", "inline", "--no-progress") == 1
     assert "to run: 0; already done: 3; failed before (not retried): 2" in capsys.readouterr().out
     fixed = write_spec({"name": "e", "kind": "echo", "fixed": {"fail_seeds": [1, 3]}, "seeds": 5})
     before = _records(root / "e")
     # Same configs (same trial ids), so --retry-failed runs the two failures again: they fail again.
-    assert run_cli("sweep", str(fixed), "--results", str(root), "--executor", "inline", "--no-progress",
-                   "--retry-failed") == 1
+    assert (
+        run_cli(
+            "sweep",
+            str(fixed),
+            "--results",
+            str(root),
+            "--executor",
+            "inline",
+            "--no-progress",
+            "--retry-failed",
+        )
+        == 1
+    )
     after = _records(root / "e")
     changed = [t for t in after.index if after.loc[t, "started_at"] != before.loc[t, "started_at"]]
     assert sorted(changed) == sorted(failed.index)
@@ -86,18 +107,28 @@ def test_status_counts_pending_trials_of_a_partial_study(tmp_path, write_spec, c
     root = tmp_path / "r"
     study = load_study(write_spec(spec))
     from privstudy.harness.sweep import run_sweep
+
     run_sweep(load_study(write_spec(small_lp_spec(seeds=1))), root, "inline", None, False, False, False)
     from privstudy.harness.sweep import write_manifest
+
     write_manifest(study, root / "lp")
     capsys.readouterr()
     assert run_cli("status", str(root / "lp"), "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"done": 2, "failed": 0, "pending": 4, "failures": [], "slurm_tasks": {}}
+    assert json.loads(capsys.readouterr().out) == {
+        "done": 2,
+        "failed": 0,
+        "pending": 4,
+        "failures": [],
+        "slurm_tasks": {},
+    }
     assert run_cli("status", str(root / "lp")) == 0
     assert "6 trials: 2 done, 0 failed, 4 pending" in capsys.readouterr().out
 
 
 def test_dry_run_writes_nothing(tmp_path, write_spec, capsys):
-    assert run_cli("sweep", str(write_spec(small_lp_spec())), "--results", str(tmp_path / "r"), "--dry-run") == 0
+    assert (
+        run_cli("sweep", str(write_spec(small_lp_spec())), "--results", str(tmp_path / "r"), "--dry-run") == 0
+    )
     out = capsys.readouterr().out
     assert "study lp: 6 trials (linprog: 6)" in out and "dry run: nothing written" in out
     assert not (tmp_path / "r").exists()
@@ -127,18 +158,13 @@ def test_conformance_of_every_registered_kind(kind_name, tmp_path):
     from privstudy.harness.worker import TrialTask, execute_trial
 
     kind = get_kind(kind_name)
-    smoke_configs = {"linprog": {"train_size": 6, "test_size": 2000, "grid_size": 50.0},
-                     "mia_train": {"dataset": "digits", "pool_size": 200, "n_models": 4, "arch": "mlp",
-                                   "epochs": 2, "deterministic": True},
-                     "cnn_similarity": {"dataset": "digits", "pool_size": 200, "arch": "mlp", "epochs": 2,
-                                        "patience": 1, "deterministic": True}}
-    cfg = from_mapping(kind.config_cls, {"seed": 3, **smoke_configs.get(kind_name, {})})
+    cfg = from_mapping(kind.config_cls, {"seed": 3, **kind.smoke})
     again = from_mapping(kind.config_cls, cfg.to_dict())
     assert trial_id(kind_name, cfg) == trial_id(kind_name, again)
     out1, out2 = kind.run(cfg), kind.run(again)
     assert set(out1) <= set(kind.tables)
     for name in out1:  # same config, same rows (wall-clock columns aside)
-        timing = [c for c in out1[name].columns if c.endswith("seconds")]
+        timing = [c for c in out1[name].columns if c.endswith("_s")]
         pd.testing.assert_frame_equal(out1[name].drop(columns=timing), out2[name].drop(columns=timing))
     task = TrialTask("conf", str(tmp_path), kind_name, cfg.to_dict(), trial_id(kind_name, cfg), "test")
     assert execute_trial(task).status == "done"
@@ -151,6 +177,7 @@ def test_conformance_of_every_registered_kind(kind_name, tmp_path):
 
 def test_plugin_kinds_env_is_validated(monkeypatch):
     from privstudy.harness import registry
+
     monkeypatch.setenv("PRIVSTUDY_KINDS", "oops")
     with pytest.raises(ValueError, match="name=module"):
         registry.kind_names()
@@ -159,23 +186,61 @@ def test_plugin_kinds_env_is_validated(monkeypatch):
 def test_analysis_never_imports_tensorflow(tmp_path, write_spec):
     import subprocess
     import sys
+
     root = tmp_path / "r"
-    run_cli("sweep", str(write_spec(small_lp_spec(seeds=1))), "--results", str(root), "--executor", "inline",
-            "--no-progress")
-    code = ("import sys, runpy; sys.argv=['aggregate.py', %r]; "
-            "from privstudy.analysis.aggregate import main; rc = main([%r]); "
-            "assert 'tensorflow' not in sys.modules, 'analysis imported tensorflow'; "
-            "assert 'privstudy.linprog_runner' not in sys.modules; sys.exit(rc)") % (str(root / "lp"), str(root / "lp"))
+    run_cli(
+        "sweep",
+        str(write_spec(small_lp_spec(seeds=1))),
+        "--results",
+        str(root),
+        "--executor",
+        "inline",
+        "--no-progress",
+    )
+    code = (
+        "import sys, runpy; sys.argv=['aggregate.py', %r]; "
+        "from privstudy.analysis.aggregate import main; rc = main([%r]); "
+        "assert 'tensorflow' not in sys.modules, 'analysis imported tensorflow'; "
+        "assert 'privstudy.linprog_runner' not in sys.modules; sys.exit(rc)"
+    ) % (str(root / "lp"), str(root / "lp"))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_published_linprog_command_line_runs_through_the_harness(tmp_path, capsys):
     from privstudy.linprog_runner import main
-    args = ["--exp_name", "lp_flags", "--train_size", "5", "--test_size", "2000", "--grid_size", "60",
-            "--granularity", "1", "--percent", "5", "--num_trials", "2", "--same_class", "True",
-            "--num_dimensions", "2", "--ideal_weights", "1", "-1", "--ideal_bias", "0",
-            "--use_multiprocessing", "false", "--objective", "both", "--results", str(tmp_path)]
+
+    args = [
+        "--exp_name",
+        "lp_flags",
+        "--train_size",
+        "5",
+        "--test_size",
+        "2000",
+        "--grid_size",
+        "60",
+        "--granularity",
+        "1",
+        "--percent",
+        "5",
+        "--num_trials",
+        "2",
+        "--same_class",
+        "True",
+        "--num_dimensions",
+        "2",
+        "--ideal_weights",
+        "1",
+        "-1",
+        "--ideal_bias",
+        "0",
+        "--use_multiprocessing",
+        "false",
+        "--objective",
+        "both",
+        "--results",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     study = tmp_path / "lp_flags"
     rec = results.read_records(study)
@@ -192,10 +257,13 @@ def test_published_linprog_command_line_runs_through_the_harness(tmp_path, capsy
 def test_light_trials_never_import_tensorflow(tmp_path, write_spec):
     import subprocess
     import sys
+
     spec = write_spec(small_lp_spec(seeds=1))
-    code = ("import sys; from privstudy.cli import main; "
-            f"rc = main(['sweep', {str(spec)!r}, '--results', {str(tmp_path / 'r')!r}, '--executor', 'inline', "
-            "'--no-progress']); assert rc == 0, rc; "
-            "assert 'tensorflow' not in sys.modules, 'a linprog sweep imported tensorflow'")
+    code = (
+        "import sys; from privstudy.cli import main; "
+        f"rc = main(['sweep', {str(spec)!r}, '--results', {str(tmp_path / 'r')!r}, '--executor', 'inline', "
+        "'--no-progress']); assert rc == 0, rc; "
+        "assert 'tensorflow' not in sys.modules, 'a linprog sweep imported tensorflow'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,5 @@
 """Image loaders on small files in each real format, nearest neighbours, and the image pipeline on digits."""
+
 from __future__ import annotations
 
 import gzip
@@ -9,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privstudy import dataloader
-from privstudy.dataloader import DataMissing, load_images
+from privstudy.data import images as dataloader
+from privstudy.data.images import load_images
+from privstudy.data.locate import DataMissing
 from privstudy.harness.config import from_mapping
-from privstudy.neighbours import nearest_angular
+from privstudy.similarity.neighbours import nearest_angular
 
 RNG = np.random.default_rng(0)
 
@@ -35,9 +37,13 @@ def test_cifar10_pickle_batches(tmp_path):
         ys.append(y)
     d, xt, yt = _cifar_batch(3)
     (folder / "test_batch").write_bytes(pickle.dumps(d))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]})
+    )
     data = load_images("cifar10", str(tmp_path))
-    assert np.array_equal(data.x_train, np.concatenate(xs)) and np.array_equal(data.y_train, np.concatenate(ys))
+    assert np.array_equal(data.x_train, np.concatenate(xs)) and np.array_equal(
+        data.y_train, np.concatenate(ys)
+    )
     assert np.array_equal(data.x_test, xt) and np.array_equal(data.y_test, yt)
     assert data.label_names[3] == "c3" and data.x_train.dtype == np.uint8
 
@@ -114,7 +120,7 @@ def test_nearest_angular_matches_brute_force():
         kw = {} if lab is None else {"query_labels": lab, "ref_labels": lab[:120]}
         dist, idx = nearest_angular(q, r, own, block=37, **kw)
         qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-        cos = (qn.astype(np.float64) @ qn[:120].T.astype(np.float64))
+        cos = qn.astype(np.float64) @ qn[:120].T.astype(np.float64)
         cos[np.arange(120), np.arange(120)] = -np.inf
         if lab is not None:
             cos[lab[:, None] != lab[None, :120]] = -np.inf
@@ -124,17 +130,21 @@ def test_nearest_angular_matches_brute_force():
         assert (idx[:120] != np.arange(120)).all(), "a member is never its own neighbour"
 
 
-def test_standardisation_uses_the_members_only():
-    from privstudy.nets import channel_stats, standardise
+def test_pipeline_standardises_with_the_members_statistics_only():
+    """The image trial's preprocessing: the members' per-channel statistics, applied to every point."""
+    from privstudy.runner import standardised_pool
 
     x = RNG.integers(0, 256, size=(40, 4, 4, 3), dtype=np.uint8)
     member = np.zeros(40, bool)
-    member[:20] = True
+    member[::2] = True
     x[~member] = 255  # non-members would shift the statistics if they were used
-    mean, std = channel_stats(x[member])
-    xs = standardise(x, mean, std)
+    xs = standardised_pool(x, member)
     assert np.allclose(xs[member].mean(axis=(0, 1, 2)), 0, atol=1e-5)
     assert np.allclose(xs[member].std(axis=(0, 1, 2)), 1, atol=1e-4)
+    # Non-members go through the same transform: (1 - mean) / std of the members, computed by hand.
+    xm = x[member].astype(np.float64) / 255
+    want = (1.0 - xm.mean(axis=(0, 1, 2))) / xm.std(axis=(0, 1, 2))
+    assert np.allclose(xs[~member], want, atol=1e-4)
 
 
 def test_stratified_member_split_is_seeded_and_balanced():
@@ -150,9 +160,20 @@ def test_stratified_member_split_is_seeded_and_balanced():
 def test_cnn_similarity_same_seed_same_rows():
     from privstudy.runner import CnnSimilarityConfig, run
 
-    cfg = from_mapping(CnnSimilarityConfig, {"dataset": "digits", "pool_size": 300, "arch": "mlp", "epochs": 5,
-                                             "batch_size": 32, "patience": 2, "deterministic": True, "seed": 1,
-                                             "pixel_distance": True})
+    cfg = from_mapping(
+        CnnSimilarityConfig,
+        {
+            "dataset": "digits",
+            "pool_size": 300,
+            "arch": "mlp",
+            "epochs": 5,
+            "batch_size": 32,
+            "patience": 2,
+            "deterministic": True,
+            "seed": 1,
+            "pixel_distance": True,
+        },
+    )
     a, b = run(cfg), run(cfg)
     for name in ("cnn_points", "cnn_metrics", "cnn_bins", "cnn_extremes"):
         pd.testing.assert_frame_equal(a[name], b[name])

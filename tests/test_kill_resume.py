@@ -1,4 +1,5 @@
 """A sweep killed with SIGKILL (driver or worker) resumes without redoing trials and ends identical."""
+
 import os
 import signal
 import subprocess
@@ -23,9 +24,24 @@ def _default_sigint() -> None:
 
 
 def _sweep(spec_path: Path, root: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "privstudy", "sweep", str(spec_path), "--results", str(root),
-                             "--no-progress", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, preexec_fn=_default_sigint)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "privstudy",
+            "sweep",
+            str(spec_path),
+            "--results",
+            str(root),
+            "--no-progress",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
+    )
 
 
 def _n_records(study_dir: Path) -> int:
@@ -65,6 +81,7 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("ref")
     spec = root / "spec.yaml"
     import yaml
+
     spec.write_text(yaml.safe_dump(SPEC))
     proc = _sweep(spec, root, "--workers", "2")
     assert proc.wait(timeout=300) == 0, proc.communicate()
@@ -118,8 +135,9 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(test_kinds, tmp_path):
     import yaml
 
     spec = tmp_path / "slow.yaml"
-    spec.write_text(yaml.safe_dump({"name": "slow", "kind": "echo", "fixed": {"n_rows": 2, "sleep_s": 1.0},
-                                    "seeds": 12}))
+    spec.write_text(
+        yaml.safe_dump({"name": "slow", "kind": "echo", "fixed": {"n_rows": 2, "sleep_s": 1.0}, "seeds": 12})
+    )
     root = tmp_path / "r"
     proc = _sweep(spec, root, "--workers", "2")
     study = root / "slow"

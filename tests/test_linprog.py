@@ -1,15 +1,22 @@
 """The LP pipeline on cases with known answers."""
+
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from privstudy import stats
 from privstudy.harness.config import ConfigError
-from privstudy.linprog import classifier, grid
-from privstudy.linprog_runner import LinprogConfig, confidences, ideal_labels, nearest_train_distances
-from privstudy.linprog_runner import run, sample_training_set
+from privstudy.linprog_runner import (
+    LinprogConfig,
+    confidences,
+    ideal_labels,
+    nearest_train_distances,
+    run,
+    sample_training_set,
+)
+from privstudy.similarity import grid
+from privstudy.similarity import lp as classifier
 
 # A hand-made separable set in 2-D, labelled by the ideal hyperplane x0 - x1 = 0.
 X = np.array([[3.0, 1.0], [4.0, 0.0], [1.0, 3.0], [0.0, 4.0]])
@@ -51,8 +58,10 @@ def test_confidences_by_hand():
     # Corners of [0,4]^2 reach at most |4 - 0|/sqrt2 = 2 sqrt2 from the boundary.
     np.testing.assert_allclose(margin, [R2, 0.0, 2 * R2])
     np.testing.assert_allclose(conf["boundary"], [0.5, 0.0, 1.0])
-    np.testing.assert_allclose(conf["sigmoid"], [2 * abs(1 / (1 + math.exp(-R2)) - 0.5), 0.0,
-                                                 2 * abs(1 / (1 + math.exp(-2 * R2)) - 0.5)])
+    np.testing.assert_allclose(
+        conf["sigmoid"],
+        [2 * abs(1 / (1 + math.exp(-R2)) - 0.5), 0.0, 2 * abs(1 / (1 + math.exp(-2 * R2)) - 0.5)],
+    )
 
 
 def test_train_distances_by_hand_all_and_same_class():
@@ -74,9 +83,12 @@ def test_brute_force_and_kd_tree_paths_agree():
     rng = np.random.default_rng(0)
     q, t = rng.normal(size=(3000, 3)), rng.normal(size=(200, 3))
     from privstudy.linprog_runner import _nearest
+
     brute = np.sqrt(((q[:, None, :] - t[None]) ** 2).sum(-1)).min(1)
     np.testing.assert_allclose(_nearest(q, t), brute)  # KD-tree path (200 > 64)
-    np.testing.assert_allclose(_nearest(q, t[:20]), np.sqrt(((q[:, None] - t[None, :20]) ** 2).sum(-1)).min(1))
+    np.testing.assert_allclose(
+        _nearest(q, t[:20]), np.sqrt(((q[:, None] - t[None, :20]) ** 2).sum(-1)).min(1)
+    )
 
 
 def test_grid_points_ids_and_sampling():
@@ -111,32 +123,36 @@ def test_full_trial_agrees_with_an_independent_recomputation(objective, same_cla
     w, b = np.array(model["weights"]), model["bias"]
     pts, ids = grid.query_points(1000, 4.0, 1.0, 2, 0)  # the whole 5 x 5 grid
     ext = out["linprog_extremes"]
-    members = set(ext.loc[ext["is_member"], "point_id"])
     assert model["n_members"] == 4 and model["n_query"] == 25
+    # The training sample, drawn as the trial draws it (seeded by the trial's seed); the extremes agree.
+    lab = ideal_labels(pts, (1.0, -1.0), 0.0)
+    train_idx, _ = sample_training_set(25, lab, 4, np.random.default_rng(5))
+    assert (ext["is_member"] == ext["point_id"].isin(ids[train_idx])).all()
+    train_pts = pts[train_idx]
     # Independent recomputation with plain loops.
-    train_pts = [p for p, i in zip(pts, ids) if i in members] if len(members) == 4 else None
     for row in ext.itertuples():
         p = pts[row.point_id]
         assert row.margin == pytest.approx(float(p @ w + b))
         reach = max(abs(c @ w + b) for c in grid.corners(4.0, 2))
-        expect = abs(p @ w + b) / reach if row.confidence_type == "boundary" else math.tanh(abs(p @ w + b) / 2)
+        expect = (
+            abs(p @ w + b) / reach if row.confidence_type == "boundary" else math.tanh(abs(p @ w + b) / 2)
+        )
         assert row.confidence == pytest.approx(expect)
     # Set sizes: round(25 * 20%) = 5 per set, 2 sets, 2 confidence types.
     assert len(ext) == 2 * 2 * 5
-    for (ctype, subset), g in ext.groupby(["confidence_type", "subset"]):
+    for (_ctype, subset), g in ext.groupby(["confidence_type", "subset"]):
         conf = g.sort_values("rank")["confidence"].to_numpy()
         assert (np.diff(conf) <= 0).all() if subset == "top" else (np.diff(conf) >= 0).all()
-    if train_pts is not None:
-        lab = ideal_labels(pts, (1.0, -1.0), 0.0)
-        tl = ideal_labels(np.array(train_pts), (1.0, -1.0), 0.0)
-        raw = []
-        for p, c in zip(pts, lab):
-            cands = [t for t, tc in zip(train_pts, tl) if (tc == c or not same_class)]
-            raw.append(min(np.linalg.norm(p - t) for t in cands) if cands else np.inf)
-        raw = np.array(raw)
-        scale = raw[np.isfinite(raw)].max()
-        for row in ext.itertuples():
-            assert row.train_distance == pytest.approx(raw[row.point_id] / scale)
+    tl = lab[train_idx]
+    raw = []
+    for p, c in zip(pts, lab):
+        cands = [t for t, tc in zip(train_pts, tl) if (tc == c or not same_class)]
+        raw.append(min(np.linalg.norm(p - t) for t in cands) if cands else np.inf)
+    raw = np.array(raw)
+    scale = raw[np.isfinite(raw)].max()
+    assert model["distance_scale"] == pytest.approx(scale)
+    for row in ext.itertuples():
+        assert row.train_distance == pytest.approx(raw[row.point_id] / scale)
 
 
 def test_trial_metrics_match_their_definitions():
@@ -162,17 +178,20 @@ def test_same_seed_gives_identical_rows_and_another_seed_does_not():
     assert not c["linprog_model"]["weights"].iloc[0] == a["linprog_model"]["weights"].iloc[0]
 
 
-@pytest.mark.parametrize("kwargs, key, fragment", [
-    (dict(ideal_weights=(1.0, -1.0, 2.0)), "ideal_weights", "needs 2 entries"),
-    (dict(train_size=1), "train_size", "at least 2"),
-    (dict(train_size=30, test_size=25, grid_size=4.0), "train_size", "below the 25 query points"),
-    (dict(percent=0.0), "percent", "(0, 50]"),
-    (dict(test_size=10, train_size=2, percent=1.0), "percent", "empty set"),
-    (dict(ideal_bias=-5000.0), "ideal_bias", "does not cut the grid"),
-    (dict(granularity=0.0), "granularity", "(0, grid_size"),
-    (dict(num_dimensions=25, ideal_weights=(1.0,) * 25), "num_dimensions", "1..20"),
-    (dict(granularity=1e-6, num_dimensions=8, ideal_weights=(1.0, -1.0) * 4), "granularity", "2^62"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key, fragment",
+    [
+        (dict(ideal_weights=(1.0, -1.0, 2.0)), "ideal_weights", "needs 2 entries"),
+        (dict(train_size=1), "train_size", "at least 2"),
+        (dict(train_size=30, test_size=25, grid_size=4.0), "train_size", "below the 25 query points"),
+        (dict(percent=0.0), "percent", "(0, 50]"),
+        (dict(test_size=10, train_size=2, percent=1.0), "percent", "empty set"),
+        (dict(ideal_bias=-5000.0), "ideal_bias", "does not cut the grid"),
+        (dict(granularity=0.0), "granularity", "(0, grid_size"),
+        (dict(num_dimensions=25, ideal_weights=(1.0,) * 25), "num_dimensions", "1..20"),
+        (dict(granularity=1e-6, num_dimensions=8, ideal_weights=(1.0, -1.0) * 4), "granularity", "2^62"),
+    ],
+)
 def test_impossible_configs_are_rejected_naming_the_field(kwargs, key, fragment):
     with pytest.raises(ConfigError) as err:
         LinprogConfig(**kwargs)
@@ -196,4 +215,6 @@ def test_auc_and_spearman_metrics_match_an_independent_computation():
     reach = np.abs(grid.corners(60.0, 2) @ np.array(model["weights"]) + model["bias"]).max()
     for ctype, conf in (("boundary", np.abs(margin) / reach), ("sigmoid", np.tanh(np.abs(margin) / 2))):
         assert m[(ctype, "auc_confidence_membership")] == pytest.approx(roc_auc_score(is_member, conf))
-        assert m[(ctype, "spearman_confidence_train_distance")] == pytest.approx(spearmanr(conf, dist).statistic)
+        assert m[(ctype, "spearman_confidence_train_distance")] == pytest.approx(
+            spearmanr(conf, dist).statistic
+        )

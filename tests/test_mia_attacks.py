@@ -1,4 +1,5 @@
 """Attacks, metrics, scores and the keep matrix on cases whose answers are known."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from privstudy.mia.attacks import ATTACKS, ScoreSet, available_attacks, run_atta
 from privstudy.mia.keep import keep_matrix, pool_indices
 from privstudy.mia.metrics import attack_metrics, epsilon_lower_bound, roc_curve
 from privstudy.mia.scores import example_scores
-from privstudy.stats import spearman
+from privstudy.stats.ranks import spearman
 
 
 def test_six_point_threshold_attack_auc():
@@ -66,8 +67,10 @@ def test_example_scores_match_the_definitions_and_stay_finite():
     assert s["loss"][:2] == pytest.approx(-np.log(py))
     assert s["lira"][:2] == pytest.approx(np.log(py) - np.log(1 - py))
     assert s["entropy"][:2] == pytest.approx(-(p * np.log(p)).sum(1))
-    mentr = [-(1 - py[i]) * np.log(py[i]) - sum(p[i, j] * np.log(1 - p[i, j]) for j in range(3) if j != y[i])
-             for i in range(2)]
+    mentr = [
+        -(1 - py[i]) * np.log(py[i]) - sum(p[i, j] * np.log(1 - p[i, j]) for j in range(3) if j != y[i])
+        for i in range(2)
+    ]
     assert s["mentr"][:2] == pytest.approx(mentr)
     # p_y rounds to 1: the statistic is still exact in logit space, 100 - log 2.
     assert s["lira"][2] == pytest.approx(100 - np.log(2))
@@ -98,8 +101,16 @@ def _synthetic(m=16, n=2000, seed=0, signal=True):
     labels = np.ones(n, int)
     sc = [example_scores(np.stack([np.zeros(n), stat[j]], axis=1), labels) for j in range(m)]
     col = {k: np.stack([d[k] for d in sc]) for k in ("loss", "p_true", "entropy", "mentr", "probs")}
-    data = ScoreSet(keep=keep, labels=labels, loss=col["loss"], p_true=col["p_true"], entropy=col["entropy"],
-                    mentr=col["mentr"], views=stat[..., None], probs=col["probs"])
+    data = ScoreSet(
+        keep=keep,
+        labels=labels,
+        loss=col["loss"],
+        p_true=col["p_true"],
+        entropy=col["entropy"],
+        mentr=col["mentr"],
+        views=stat[..., None],
+        probs=col["probs"],
+    )
     return data, mu_in, mu_out, sd
 
 

@@ -1,4 +1,5 @@
 """Membership-inference model trials on built-in digits, end to end: sweep, shards, attacks, tables."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from privstudy.analysis import common, mia
+from privstudy.analysis import common
+from privstudy.analysis import mia_train as mia
 from privstudy.harness import results
 from privstudy.harness.config import from_mapping
 from privstudy.mia.keep import keep_matrix
@@ -104,17 +106,32 @@ def test_seed_must_be_a_model_index(write_spec, capsys, tmp_path):
 def test_the_shipped_mia_specs_validate(capsys, tmp_path):
     for spec in ("mia_digits.yaml", "mia_cifar10.yaml"):
         for smoke in ([], ["--smoke"]):
-            assert run_cli("sweep", str(ROOT / "jobs" / spec), "--dry-run", "--results", str(tmp_path), *smoke) == 0
+            assert (
+                run_cli("sweep", str(ROOT / "jobs" / spec), "--dry-run", "--results", str(tmp_path), *smoke)
+                == 0
+            )
 
 
 def test_external_examples_are_scored_and_compared(tmp_path):
     """External examples (never trained on) get rows of their own and a members-vs-externals table."""
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, size=(300, 8, 8, 1), dtype=np.uint8)  # same shape as digits, another source
-    np.savez(tmp_path / "cifar100.npz", x_train=noise[:200], y_train=np.zeros(200), x_test=noise[200:],
-             y_test=np.zeros(100))
-    code, study = _study(tmp_path, "ext", pool_size=400, epochs=10, external_dataset="cifar100",
-                         external_size=150, data_dir=str(tmp_path))
+    np.savez(
+        tmp_path / "cifar100.npz",
+        x_train=noise[:200],
+        y_train=np.zeros(200),
+        x_test=noise[200:],
+        y_test=np.zeros(100),
+    )
+    code, study = _study(
+        tmp_path,
+        "ext",
+        pool_size=400,
+        epochs=10,
+        external_dataset="cifar100",
+        external_size=150,
+        data_dir=str(tmp_path),
+    )
     assert code == 0
     scores = results.read_table(study, "mia_scores")
     ext = scores[scores["source"] == "external"]

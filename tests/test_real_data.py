@@ -3,6 +3,7 @@
 They skip, with the reason, where ../shared/data is absent. `.ci/run` runs them after the default suite
 when time allows; `make test-real-data` runs them by hand.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,13 +29,30 @@ def test_cnn_similarity_on_real_cifar10_members_are_more_confident(cifar_dir):
     from privstudy.harness.config import from_mapping
     from privstudy.runner import CnnSimilarityConfig, run
 
-    cfg = from_mapping(CnnSimilarityConfig, {"dataset": "cifar10", "data_dir": cifar_dir, "pool_size": 5000,
-                                             "arch": "cnn", "epochs": 8, "patience": 0, "seed": 0})
+    cfg = from_mapping(
+        CnnSimilarityConfig,
+        {
+            "dataset": "cifar10",
+            "data_dir": cifar_dir,
+            "pool_size": 5000,
+            "arch": "cnn",
+            "epochs": 8,
+            "patience": 0,
+            "seed": 0,
+        },
+    )
     out = run(cfg)
     m = out["cnn_metrics"].set_index("metric")["value"]
     model = out["cnn_model"].iloc[0]
-    print(json.dumps({"metrics": m.round(4).to_dict(), "model": {k: (v if isinstance(v, str) else float(v))
-                                                                  for k, v in model.items()}}, indent=1))
+    print(
+        json.dumps(
+            {
+                "metrics": m.round(4).to_dict(),
+                "model": {k: (v if isinstance(v, str) else float(v)) for k, v in model.items()},
+            },
+            indent=1,
+        )
+    )
     assert model["nonmember_accuracy"] > 0.35, "the CNN learnt CIFAR-10"
     assert m["member_confidence_mean"] > m["nonmember_confidence_mean"]
     assert m["member_nn_distance_mean"] < m["nonmember_nn_distance_mean"] + 0.05
@@ -42,10 +60,22 @@ def test_cnn_similarity_on_real_cifar10_members_are_more_confident(cifar_dir):
 
 def test_lira_online_beats_the_loss_threshold_at_low_fpr_on_cifar10(cifar_dir, tmp_path):
     """16 MLPs over a 10,000-image pool: LiRA online's TPR at 0.1% FPR exceeds the global loss threshold's."""
-    spec = {"name": "mia_cifar_ci", "kind": "mia_train",
-            "fixed": {"dataset": "cifar10", "data_dir": cifar_dir, "pool_size": 10000, "n_models": 16,
-                      "arch": "mlp", "epochs": 30, "batch_size": 128, "record_probs": False},
-            "seeds": 16, "resources": {"cpus": 1}}
+    spec = {
+        "name": "mia_cifar_ci",
+        "kind": "mia_train",
+        "fixed": {
+            "dataset": "cifar10",
+            "data_dir": cifar_dir,
+            "pool_size": 10000,
+            "n_models": 16,
+            "arch": "mlp",
+            "epochs": 30,
+            "batch_size": 128,
+            "record_probs": False,
+        },
+        "seeds": 16,
+        "resources": {"cpus": 1},
+    }
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert run_cli("sweep", str(path), "--results", str(tmp_path), "--no-progress") == 0
@@ -68,10 +98,21 @@ def test_imdb_lstm_utility_and_membership_inference(tmp_path):
     each) reaches >= 78% test accuracy; its membership inference is measured with the real attacks."""
     if not (IMDB / "imdb_aclImdb_labeled.csv.gz").is_file():
         pytest.skip(f"real IMDB not available ({IMDB / 'imdb_aclImdb_labeled.csv.gz'} is absent)")
-    spec = {"name": "imdb_ci", "kind": "mia_train",
-            "fixed": {"dataset": "imdb", "data_dir": str(IMDB), "pool_size": 20000, "n_models": 4, "arch": "lstm",
-                      "epochs": 3, "batch_size": 64},
-            "seeds": 4, "resources": {"cpus": 1}}
+    spec = {
+        "name": "imdb_ci",
+        "kind": "mia_train",
+        "fixed": {
+            "dataset": "imdb",
+            "data_dir": str(IMDB),
+            "pool_size": 20000,
+            "n_models": 4,
+            "arch": "lstm",
+            "epochs": 3,
+            "batch_size": 64,
+        },
+        "seeds": 4,
+        "resources": {"cpus": 1},
+    }
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert run_cli("sweep", str(path), "--results", str(tmp_path), "--no-progress") == 0

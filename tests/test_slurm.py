@@ -2,6 +2,7 @@
 
 Every test here is marked `slurm` and skips, with the reason, where no controller answers.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,10 @@ POLL_ENV = {"PRIVSTUDY_SLURM_POLL_S": "1"}
 def cluster():
     ok, why = slurm_reachable(timeout_s=10)
     if not ok:
-        pytest.skip(f"no Slurm controller answers ({why}); start one with "
-                    f"`sudo slurm/local-cluster/up.sh && source /tmp/privstudy-slurm/env.sh`")
+        pytest.skip(
+            f"no Slurm controller answers ({why}); start one with "
+            f"`sudo slurm/local-cluster/up.sh && source /tmp/privstudy-slurm/env.sh`"
+        )
     return why
 
 
@@ -43,8 +46,9 @@ def env(test_kinds):
 
 
 def _privstudy(*args: str, env: dict, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "privstudy", *args], env=env, capture_output=True, text=True,
-                          **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "privstudy", *args], env=env, capture_output=True, text=True, **kw
+    )
 
 
 def _kind_columns(study_dir: Path, table: str) -> pd.DataFrame:
@@ -54,8 +58,13 @@ def _kind_columns(study_dir: Path, table: str) -> pd.DataFrame:
 
 
 def _echo_spec(path: Path, name: str, seeds: int, **fixed) -> Path:
-    spec = {"name": name, "kind": "echo", "fixed": {"n_rows": 2, **fixed}, "seeds": seeds,
-            "resources": {"cpus": 1, "mem_gb": 0.5, "timeout_min": 5, "trials_per_task": 2}}
+    spec = {
+        "name": name,
+        "kind": "echo",
+        "fixed": {"n_rows": 2, **fixed},
+        "seeds": seeds,
+        "resources": {"cpus": 1, "mem_gb": 0.5, "timeout_min": 5, "trials_per_task": 2},
+    }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -71,13 +80,36 @@ def _records(study_dir: Path) -> pd.DataFrame:
 
 def test_sbatch_sweep_sh_matches_the_local_executor(cluster, env, tmp_path):
     """`sbatch --wait slurm/sweep.sh jobs/ci_slurm.yaml` gives the local executor's shards and tables."""
-    local = _privstudy("sweep", "jobs/ci_slurm.yaml", "--executor", "local", "--results", str(tmp_path / "local"),
-                       "--no-progress", env=env, cwd=ROOT, timeout=300)
+    local = _privstudy(
+        "sweep",
+        "jobs/ci_slurm.yaml",
+        "--executor",
+        "local",
+        "--results",
+        str(tmp_path / "local"),
+        "--no-progress",
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert local.returncode == 0, local.stderr
     log = tmp_path / "driver.log"
-    proc = subprocess.run(["sbatch", "--wait", f"--output={log}", f"--chdir={ROOT}", "slurm/sweep.sh",
-                           "jobs/ci_slurm.yaml", "--results", str(tmp_path / "slurm")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            "sbatch",
+            "--wait",
+            f"--output={log}",
+            f"--chdir={ROOT}",
+            "slurm/sweep.sh",
+            "jobs/ci_slurm.yaml",
+            "--results",
+            str(tmp_path / "slurm"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     driver_log = log.read_text() if log.exists() else "(no driver log)"
     assert proc.returncode == 0, f"{proc.stdout}{proc.stderr}\n{driver_log}"
     assert "submitted array job" in driver_log and "12 done, 0 failed, 0 pending" in driver_log
@@ -99,8 +131,9 @@ def _wait_running(study_dir: Path, timeout_s: float = 120) -> list[dict]:
         jobs = _jobs(study_dir) if (study_dir / SLURM_DIR).is_dir() else []
         if jobs:
             ids = ",".join(sorted({j["array_job_id"] for j in jobs}))
-            out = subprocess.run(["squeue", "-h", "-r", "-j", ids, "-o", "%i %T"], capture_output=True,
-                                 text=True).stdout.split("\n")
+            out = subprocess.run(
+                ["squeue", "-h", "-r", "-j", ids, "-o", "%i %T"], capture_output=True, text=True
+            ).stdout.split("\n")
             running = [line.split()[0] for line in out if line.endswith("RUNNING")]
             if running:
                 return [j for j in jobs if j["job_id"] in running]
@@ -111,9 +144,24 @@ def _wait_running(study_dir: Path, timeout_s: float = 120) -> list[dict]:
 def test_scancel_of_a_task_then_rerun_loses_and_duplicates_nothing(cluster, env, tmp_path):
     spec = _echo_spec(tmp_path / "s.yaml", "cancelme", seeds=8, sleep_s=2.0)
     root = tmp_path / "res"
-    driver = subprocess.Popen([sys.executable, "-m", "privstudy", "sweep", str(spec), "--executor", "slurm",
-                               "--results", str(root), "--no-progress"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "privstudy",
+            "sweep",
+            str(spec),
+            "--executor",
+            "slurm",
+            "--results",
+            str(root),
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     study = root / "cancelme"
     victim = _wait_running(study)[0]
     subprocess.run(["scancel", victim["job_id"]], check=True)
@@ -126,15 +174,25 @@ def test_scancel_of_a_task_then_rerun_loses_and_duplicates_nothing(cluster, env,
     status = _privstudy("status", str(study), "--json", env=env)
     assert '"failed": %d' % len(lost) in status.stdout
 
-    rerun = _privstudy("sweep", str(spec), "--executor", "slurm", "--results", str(root), "--no-progress",
-                       env=env, timeout=300)
+    rerun = _privstudy(
+        "sweep",
+        str(spec),
+        "--executor",
+        "slurm",
+        "--results",
+        str(root),
+        "--no-progress",
+        env=env,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"to run: {len(lost)};" in rerun.stdout, "only the lost trials run again"
     second = _records(study).set_index("trial_id")
     assert len(second) == 8 and (second["status"] == "done").all()
     done_before = first[first["status"] == "done"].index
-    assert (second.loc[done_before, "started_at"] == first.loc[done_before, "started_at"]).all(), \
+    assert (second.loc[done_before, "started_at"] == first.loc[done_before, "started_at"]).all(), (
         "finished trials were not run again"
+    )
     echo = results.read_table(study, "echo")
     assert len(echo) == 8 * 2 and not echo.duplicated(["trial_id", "i"]).any()
 
@@ -142,8 +200,17 @@ def test_scancel_of_a_task_then_rerun_loses_and_duplicates_nothing(cluster, env,
 def test_a_task_that_dies_hard_is_reported_failed_in_bounded_time(cluster, env, tmp_path):
     spec = _echo_spec(tmp_path / "s.yaml", "dies", seeds=4, die_seeds=[1])
     start = time.monotonic()
-    proc = _privstudy("sweep", str(spec), "--executor", "slurm", "--results", str(tmp_path), "--no-progress",
-                      env=env, timeout=240)
+    proc = _privstudy(
+        "sweep",
+        str(spec),
+        "--executor",
+        "slurm",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+        env=env,
+        timeout=240,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 1, proc.stdout + proc.stderr
     recs = _records(tmp_path / "dies").set_index("trial_id")
@@ -156,20 +223,35 @@ def test_a_task_that_dies_hard_is_reported_failed_in_bounded_time(cluster, env, 
 
 
 def test_gpus_per_node_reaches_the_job(cluster, env, tmp_path):
-    spec = {"name": "gpu", "kind": "echo", "fixed": {"n_rows": 1, "env_var": "CUDA_VISIBLE_DEVICES"},
-            "seeds": 2, "resources": {"cpus": 1, "mem_gb": 0.5, "timeout_min": 5, "gpus": 1}}
+    spec = {
+        "name": "gpu",
+        "kind": "echo",
+        "fixed": {"n_rows": 1, "env_var": "CUDA_VISIBLE_DEVICES"},
+        "seeds": 2,
+        "resources": {"cpus": 1, "mem_gb": 0.5, "timeout_min": 5, "gpus": 1},
+    }
     path = tmp_path / "gpu.yaml"
     path.write_text(yaml.safe_dump(spec))
-    proc = _privstudy("sweep", str(path), "--executor", "slurm", "--results", str(tmp_path), "--no-progress",
-                      env=env, timeout=240)
+    proc = _privstudy(
+        "sweep",
+        str(path),
+        "--executor",
+        "slurm",
+        "--results",
+        str(tmp_path),
+        "--no-progress",
+        env=env,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     echo = results.read_table(tmp_path / "gpu", "echo")
     assert echo["env"].tolist() == ["0", "0"], "Slurm gave each task the emulated GPU"
     job = _jobs(tmp_path / "gpu")[0]["job_id"]
     tres = ""
     for _ in range(30):  # the accounting record reaches slurmdbd a moment after the job ends
-        tres = subprocess.run(["sacct", "-n", "-X", "-j", job, "-o", "AllocTRES%80"], capture_output=True,
-                              text=True).stdout
+        tres = subprocess.run(
+            ["sacct", "-n", "-X", "-j", job, "-o", "AllocTRES%80"], capture_output=True, text=True
+        ).stdout
         if tres.strip():
             break
         time.sleep(0.5)
@@ -185,15 +267,26 @@ def test_gpus_per_node_reaches_the_job(cluster, env, tmp_path):
 
 def test_no_wait_submits_and_status_follows_the_running_study(cluster, env, tmp_path):
     spec = _echo_spec(tmp_path / "s.yaml", "nowait", seeds=4, sleep_s=1.5)
-    proc = _privstudy("sweep", str(spec), "--executor", "slurm", "--results", str(tmp_path), "--no-wait",
-                      env=env, timeout=120)
+    proc = _privstudy(
+        "sweep",
+        str(spec),
+        "--executor",
+        "slurm",
+        "--results",
+        str(tmp_path),
+        "--no-wait",
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "not waiting" in proc.stdout
     study = tmp_path / "nowait"
     status = _privstudy("status", str(study), env=env)
     assert status.returncode == 0 and "4 trials" in status.stdout
     # A second sweep while the arrays live would run trials twice: refused.
-    again = _privstudy("sweep", str(spec), "--executor", "slurm", "--results", str(tmp_path), env=env, timeout=60)
+    again = _privstudy(
+        "sweep", str(spec), "--executor", "slurm", "--results", str(tmp_path), env=env, timeout=60
+    )
     if "still queued or running" not in again.stderr:
         assert again.returncode == 0  # the arrays had already finished
     else:
@@ -209,13 +302,33 @@ def test_no_wait_submits_and_status_follows_the_running_study(cluster, env, tmp_
 
 def test_requeued_task_resumes_without_redoing_trials(cluster, env, tmp_path):
     """A task requeued mid-chunk (as on preemption) runs again and skips the trials it had finished."""
-    spec = {"name": "requeue", "kind": "echo", "fixed": {"n_rows": 1, "sleep_s": 2.0}, "seeds": 4,
-            "resources": {"cpus": 1, "mem_gb": 0.5, "timeout_min": 5, "trials_per_task": 4}}
+    spec = {
+        "name": "requeue",
+        "kind": "echo",
+        "fixed": {"n_rows": 1, "sleep_s": 2.0},
+        "seeds": 4,
+        "resources": {"cpus": 1, "mem_gb": 0.5, "timeout_min": 5, "trials_per_task": 4},
+    }
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(spec))
-    driver = subprocess.Popen([sys.executable, "-m", "privstudy", "sweep", str(path), "--executor", "slurm",
-                               "--results", str(tmp_path), "--no-progress"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "privstudy",
+            "sweep",
+            str(path),
+            "--executor",
+            "slurm",
+            "--results",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     study = tmp_path / "requeue"
     task = _wait_running(study)[0]["job_id"]
     deadline = time.monotonic() + 60
@@ -226,8 +339,9 @@ def test_requeued_task_resumes_without_redoing_trials(cluster, env, tmp_path):
     subprocess.run(["scontrol", "requeue", task], check=True)
     # Slurm holds a requeued job back for two minutes (reason BeginTime); let it start again at once.
     for _ in range(60):
-        state = subprocess.run(["squeue", "-h", "-j", task, "-o", "%T %r"], capture_output=True,
-                               text=True).stdout.split()
+        state = subprocess.run(
+            ["squeue", "-h", "-j", task, "-o", "%T %r"], capture_output=True, text=True
+        ).stdout.split()
         if state == ["PENDING", "BeginTime"]:
             subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
             break

@@ -1,4 +1,5 @@
 """The Slurm executor's pieces that need no cluster: packing, sbatch flags, executor choice, errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,17 +12,38 @@ from privstudy.harness.spec import Resources
 from privstudy.harness.worker import TrialTask
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch_gpu_study.txt"
-GPU = Resources(cpus=8, mem_gb=32, gpus=1, timeout_min=240, partition="gpu", qos="normal", account="privacy",
-                constraint="a100|v100", sbatch=("--exclusive", "--mail-type=END"), trials_per_task=4,
-                array_parallelism=32)
+GPU = Resources(
+    cpus=8,
+    mem_gb=32,
+    gpus=1,
+    timeout_min=240,
+    partition="gpu",
+    qos="normal",
+    account="privacy",
+    constraint="a100|v100",
+    sbatch=("--exclusive", "--mail-type=END"),
+    trials_per_task=4,
+    array_parallelism=32,
+)
 
 
 def test_sbatch_script_of_a_gpu_study_matches_the_golden_file():
     text = sbatch_script(GPU, "privstudy-mia_cifar10-mia_train", "/RESULTS/mia_cifar10/slurm/RUN", n_tasks=16)
     assert text == GOLDEN.read_text(), f"the sbatch script changed; if on purpose, review and update {GOLDEN}"
-    for flag in ("--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240", "--partition=gpu",
-                 "--qos=normal", "--account=privacy", "--constraint='a100|v100'", "--exclusive",
-                 "--mail-type=END", "--array=0-15%16", "--signal=USR2@90"):
+    for flag in (
+        "--gpus-per-node=1",
+        "--cpus-per-task=8",
+        "--mem=32GB",
+        "--time=240",
+        "--partition=gpu",
+        "--qos=normal",
+        "--account=privacy",
+        "--constraint='a100|v100'",
+        "--exclusive",
+        "--mail-type=END",
+        "--array=0-15%16",
+        "--signal=USR2@90",
+    ):
         assert f"#SBATCH {flag}\n" in text, flag
 
 
@@ -32,12 +54,15 @@ def test_extra_sbatch_flags_become_submitit_parameters():
     assert "gpus_per_node" not in sbatch_parameters(Resources(), "x")
 
 
-@pytest.mark.parametrize("res, size", [
-    (Resources(), 1),
-    (Resources(trials_per_task=5), 5),
-    (Resources(timeout_min=60, trial_min=10), 4),   # 80% of 60 min / 10 min per trial
-    (Resources(timeout_min=5, trial_min=10), 1),
-])
+@pytest.mark.parametrize(
+    "res, size",
+    [
+        (Resources(), 1),
+        (Resources(trials_per_task=5), 5),
+        (Resources(timeout_min=60, trial_min=10), 4),  # 80% of 60 min / 10 min per trial
+        (Resources(timeout_min=5, trial_min=10), 1),
+    ],
+)
 def test_trials_per_array_task(res, size):
     assert res.chunk_size() == size
 
@@ -62,15 +87,31 @@ def test_bad_sbatch_flag_is_a_one_line_spec_error(write_spec, capsys, tmp_path):
 def test_auto_falls_back_to_the_local_pool_without_slurm(write_spec, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     spec = small_lp_spec(seeds=1)
-    assert run_cli("sweep", str(write_spec(spec)), "--executor", "auto", "--results", str(tmp_path / "r"),
-                   "--no-progress", "--workers", "1") == 0
+    assert (
+        run_cli(
+            "sweep",
+            str(write_spec(spec)),
+            "--executor",
+            "auto",
+            "--results",
+            str(tmp_path / "r"),
+            "--no-progress",
+            "--workers",
+            "1",
+        )
+        == 0
+    )
     assert "executor auto: local (sbatch is not on PATH)" in capsys.readouterr().out
 
 
 def test_slurm_executor_without_slurm_is_refused_before_writing(write_spec, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert run_cli("sweep", str(write_spec(small_lp_spec())), "--executor", "slurm",
-                   "--results", str(tmp_path / "r")) == 2
+    assert (
+        run_cli(
+            "sweep", str(write_spec(small_lp_spec())), "--executor", "slurm", "--results", str(tmp_path / "r")
+        )
+        == 2
+    )
     assert "Slurm is not reachable here (sbatch is not on PATH)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
@@ -81,8 +122,18 @@ def test_no_wait_needs_the_slurm_executor(write_spec, capsys, tmp_path):
 
 
 def test_dry_run_shows_the_array_packing(capsys, tmp_path):
-    assert run_cli("sweep", str(ROOT / "jobs" / "ci_slurm.yaml"), "--executor", "slurm", "--dry-run",
-                   "--results", str(tmp_path)) == 0
+    assert (
+        run_cli(
+            "sweep",
+            str(ROOT / "jobs" / "ci_slurm.yaml"),
+            "--executor",
+            "slurm",
+            "--dry-run",
+            "--results",
+            str(tmp_path),
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "slurm: 4 array tasks of up to 3 linprog trials" in out
     assert not any(tmp_path.iterdir())

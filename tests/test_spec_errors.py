@@ -1,4 +1,5 @@
 """Every bad input is rejected with a one-line message naming file, key and fix; exit 2; nothing written."""
+
 import pytest
 
 from conftest import run_cli, small_lp_spec
@@ -16,28 +17,39 @@ def _assert_rejected(capsys, tmp_path, spec_path, *fragments, extra=()):
     return err
 
 
-@pytest.mark.parametrize("mutate, fragments", [
-    (lambda s: s.update(kind="linprg"), ["kind", "unknown kind 'linprg'", "valid: cnn_similarity, linprog, mia_train"]),
-    (lambda s: s["fixed"].update(tran_size=3), ["fixed.tran_size", "unknown parameter", "train_size"]),
-    (lambda s: s["grid"].update(objectve=["slack"]), ["grid.objectve", "unknown parameter"]),
-    (lambda s: s["fixed"].update(train_size="ten"), ["fixed.train_size", "expected int", "'ten'"]),
-    (lambda s: s["fixed"].update(test_size="1e6"), ["fixed.test_size", "without exponent"]),
-    (lambda s: s["fixed"].update(same_class="yes"), ["fixed.same_class", "expected true or false"]),
-    (lambda s: s["grid"].update(objective=["slack", "hinge"]), ["grid.objective", "'hinge'",
-                                                                 "valid choices: slack, max_margin"]),
-    (lambda s: s["fixed"].update(train_size=100000), ["fixed.train_size", "below the 6561 query points"]),
-    (lambda s: s["fixed"].update(ideal_weights=[1.0, 2.0, 3.0]), ["fixed.ideal_weights", "needs 2 entries"]),
-    (lambda s: s.update(seeds=0), ["seeds", "must be >= 1"]),
-    (lambda s: s.update(seeds=[1, 1]), ["seeds", "distinct"]),
-    (lambda s: s["fixed"].update(seed=3), ["fixed.seed", "seeds:"]),
-    (lambda s: s["fixed"].update(objective="slack"), ["grid.objective", "also in `fixed`"]),
-    (lambda s: s["grid"].update(same_class=[]), ["grid.same_class", "non-empty list"]),
-    (lambda s: s.update(resources={"cpus": 0}), ["resources.cpus", "must be >= 1"]),
-    (lambda s: s.update(resources={"mem": 4}), ["resources.mem", "unknown parameter", "mem_gb"]),
-    (lambda s: s.update(name="my study"), ["name", "folder-safe"]),
-    (lambda s: s.update(colour="red"), ["colour", "unknown key", "experiments"]),
-    (lambda s: s.update(smoke={"seed": 2}), ["smoke.seed", "unknown key", "seeds"]),
-])
+@pytest.mark.parametrize(
+    "mutate, fragments",
+    [
+        (
+            lambda s: s.update(kind="linprg"),
+            ["kind", "unknown kind 'linprg'", "valid: cnn_similarity, linprog, mia_train"],
+        ),
+        (lambda s: s["fixed"].update(tran_size=3), ["fixed.tran_size", "unknown parameter", "train_size"]),
+        (lambda s: s["grid"].update(objectve=["slack"]), ["grid.objectve", "unknown parameter"]),
+        (lambda s: s["fixed"].update(train_size="ten"), ["fixed.train_size", "expected int", "'ten'"]),
+        (lambda s: s["fixed"].update(test_size="1e6"), ["fixed.test_size", "without exponent"]),
+        (lambda s: s["fixed"].update(same_class="yes"), ["fixed.same_class", "expected true or false"]),
+        (
+            lambda s: s["grid"].update(objective=["slack", "hinge"]),
+            ["grid.objective", "'hinge'", "valid choices: slack, max_margin"],
+        ),
+        (lambda s: s["fixed"].update(train_size=100000), ["fixed.train_size", "below the 6561 query points"]),
+        (
+            lambda s: s["fixed"].update(ideal_weights=[1.0, 2.0, 3.0]),
+            ["fixed.ideal_weights", "needs 2 entries"],
+        ),
+        (lambda s: s.update(seeds=0), ["seeds", "must be >= 1"]),
+        (lambda s: s.update(seeds=[1, 1]), ["seeds", "distinct"]),
+        (lambda s: s["fixed"].update(seed=3), ["fixed.seed", "seeds:"]),
+        (lambda s: s["fixed"].update(objective="slack"), ["grid.objective", "also in `fixed`"]),
+        (lambda s: s["grid"].update(same_class=[]), ["grid.same_class", "non-empty list"]),
+        (lambda s: s.update(resources={"cpus": 0}), ["resources.cpus", "must be >= 1"]),
+        (lambda s: s.update(resources={"mem": 4}), ["resources.mem", "unknown parameter", "mem_gb"]),
+        (lambda s: s.update(name="my study"), ["name", "folder-safe"]),
+        (lambda s: s.update(colour="red"), ["colour", "unknown key", "experiments"]),
+        (lambda s: s.update(smoke={"seed": 2}), ["smoke.seed", "unknown key", "seeds"]),
+    ],
+)
 def test_bad_specs(capsys, tmp_path, write_spec, mutate, fragments):
     spec = small_lp_spec()
     mutate(spec)
@@ -84,6 +96,7 @@ def test_status_and_aggregate_of_a_folder_that_is_no_study(capsys, tmp_path):
     assert run_cli("status", str(tmp_path)) == 2
     assert "not a study folder" in capsys.readouterr().err
     from privstudy.analysis.aggregate import main
+
     assert main([str(tmp_path)]) == 2
     assert "no study folder" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -98,6 +111,7 @@ def test_unknown_executor_is_refused_by_the_cli(capsys, tmp_path, write_spec):
 
 def test_linprog_runner_rejects_bad_flags_without_writing(capsys, tmp_path):
     from privstudy.linprog_runner import main
+
     code = main(["--exp_name", "x", "--train_size", "1", "--results", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "train_size" in err and "at least 2" in err

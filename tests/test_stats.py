@@ -1,9 +1,11 @@
 """Statistics on cases whose answers are known by hand."""
+
 import numpy as np
 import pytest
 from scipy.stats import rankdata, spearmanr
 
-from privstudy import stats
+from privstudy.stats import intervals
+from privstudy.stats import ranks as stats
 
 
 def test_six_point_auc_of_a_loss_threshold_attack():
@@ -54,9 +56,9 @@ def test_spearman_matches_scipy_and_handles_constants():
 
 def test_mean_interval_by_hand():
     # mean 2, sd 1, n 3: half-width t(0.975, 2) * 1 / sqrt(3) = 4.302653 / 1.732051 = 2.484138
-    m, lo, hi, n = stats.mean_interval(np.array([1.0, 2.0, 3.0]))
+    m, lo, hi, n = intervals.mean_interval(np.array([1.0, 2.0, 3.0]))
     assert (m, n) == (2.0, 3)
     assert hi - m == pytest.approx(2.484138, abs=1e-6)
     assert m - lo == pytest.approx(2.484138, abs=1e-6)
-    assert stats.mean_interval(np.array([4.0])) == (4.0, 4.0, 4.0, 1)
-    assert stats.mean_interval(np.array([np.nan]))[3] == 0
+    assert intervals.mean_interval(np.array([4.0])) == (4.0, 4.0, 4.0, 1)
+    assert intervals.mean_interval(np.array([np.nan]))[3] == 0

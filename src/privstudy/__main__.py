@@ -1,4 +1,5 @@
 """Entry point for `python -m privstudy`."""
+
 from privstudy.cli import main
 
 raise SystemExit(main())

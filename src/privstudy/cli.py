@@ -1,4 +1,5 @@
 """The `privstudy` command: sweep a study, show its status, list trial kinds, aggregate results."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,11 @@ import sys
 from pathlib import Path
 
 from privstudy import __version__
+from privstudy.data.images import IMAGE_DATASETS
+from privstudy.harness.executors import EXECUTOR_CHOICES
+from privstudy.mia.attacks import ATTACKS
+
+DATASETS = IMAGE_DATASETS + ("imdb",)
 
 EPILOG = """\
 examples:
@@ -23,63 +29,113 @@ exit codes: 0 all trials done, 1 some trials failed or are pending, 2 bad input 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="privstudy", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="privstudy",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"privstudy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sweep = sub.add_parser("sweep", help="run the trials of a study spec that are not done yet",
-                           description="Validate a study spec (jobs/*.yaml), then run every trial not "
-                                       "yet done; finished trials are skipped, so rerunning resumes.")
+    sweep = sub.add_parser(
+        "sweep",
+        help="run the trials of a study spec that are not done yet",
+        description="Validate a study spec (jobs/*.yaml), then run every trial not "
+        "yet done; finished trials are skipped, so rerunning resumes.",
+    )
     sweep.add_argument("spec", metavar="JOBS.yaml", help="the study spec")
-    sweep.add_argument("--executor", choices=["inline", "local", "slurm", "auto"], default="local",
-                       help="inline: one trial after another in this process (debuggable); local: a "
-                            "process pool (default); slurm: job arrays through submitit; auto: slurm "
-                            "where a Slurm controller answers, else local")
-    sweep.add_argument("--workers", type=int, default=None,
-                       help="local pool size (default: SLURM_CPUS_PER_TASK, else the core count)")
-    sweep.add_argument("--results", default="results", metavar="DIR",
-                       help="results root; the study goes to DIR/<name> (default: results)")
-    sweep.add_argument("--smoke", action="store_true",
-                       help="apply the spec's `smoke` overrides; results go to DIR/<name>_smoke")
+    sweep.add_argument(
+        "--executor",
+        choices=EXECUTOR_CHOICES,
+        default="local",
+        help="inline: one trial after another in this process (debuggable); local: a "
+        "process pool (default); slurm: job arrays through submitit; auto: slurm "
+        "where a Slurm controller answers, else local",
+    )
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local pool size (default: SLURM_CPUS_PER_TASK, else the core count)",
+    )
+    sweep.add_argument(
+        "--results",
+        default="results",
+        metavar="DIR",
+        help="results root; the study goes to DIR/<name> (default: results)",
+    )
+    sweep.add_argument(
+        "--smoke",
+        action="store_true",
+        help="apply the spec's `smoke` overrides; results go to DIR/<name>_smoke",
+    )
     sweep.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed")
     sweep.add_argument("--dry-run", action="store_true", help="validate and show the plan; write nothing")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sweep.add_argument("--no-wait", action="store_true",
-                       help="slurm: submit the arrays and exit; `privstudy status` follows the study")
+    sweep.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="slurm: submit the arrays and exit; `privstudy status` follows the study",
+    )
 
-    status = sub.add_parser("status", help="count a study's done / failed / pending trials",
-                            description="Count a study's trials by state from its results folder.")
+    status = sub.add_parser(
+        "status",
+        help="count a study's done / failed / pending trials",
+        description="Count a study's trials by state from its results folder.",
+    )
     status.add_argument("study_dir", metavar="DIR", help="the study's results folder (results/<name>)")
-    status.add_argument("--json", action="store_true",
-                        help='print {"done": N, "failed": N, "pending": N, "failures": [...], "slurm_tasks": {state: N}}')
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"done": N, "failed": N, "pending": N, "failures": [...], "slurm_tasks": {state: N}}',
+    )
 
-    kinds = sub.add_parser("kinds", help="list trial kinds, or the parameters of one",
-                           description="List the registered trial kinds, or document one kind's parameters.")
+    kinds = sub.add_parser(
+        "kinds",
+        help="list trial kinds, or the parameters of one",
+        description="List the registered trial kinds, or document one kind's parameters.",
+    )
     kinds.add_argument("kind", nargs="?", help="a kind name")
 
-    attack = sub.add_parser("attack", help="run the membership-inference attacks on a study's recorded scores",
-                            description="Run every attack on every target model of a study's mia_train "
-                                        "trials; write tables/mia_*.{csv,md} and figures/mia_*.png.")
+    attack = sub.add_parser(
+        "attack",
+        help="run the membership-inference attacks on a study's recorded scores",
+        description="Run every attack on every target model of a study's mia_train "
+        "trials; write tables/mia_*.{csv,md} and figures/mia_*.png.",
+    )
     attack.add_argument("study_dir", metavar="DIR", help="the study's results folder (results/<name>)")
-    attack.add_argument("--attacks", default=None, metavar="A,B",
-                        help="a comma-separated subset of: " + "loss, confidence, entropy, modified_entropy, "
-                             "shadow, lira_online, lira_online_fixed, lira_offline, lira_offline_fixed, "
-                             "reference, lira_offset, rmia (default: all)")
-    attack.add_argument("--max-targets", type=int, default=None, metavar="N",
-                        help="attack only the first N models as targets (default: every model)")
+    attack.add_argument(
+        "--attacks",
+        default=None,
+        metavar="A,B",
+        help="a comma-separated subset of: " + ", ".join(ATTACKS) + " (default: all)",
+    )
+    attack.add_argument(
+        "--max-targets",
+        type=int,
+        default=None,
+        metavar="N",
+        help="attack only the first N models as targets (default: every model)",
+    )
 
-    data = sub.add_parser("data", help="find or download datasets",
-                          description="`data check` lists where each dataset is found (or where it was looked "
-                                      "for); `data fetch NAME` downloads it into Keras' cache (needs internet).")
+    data = sub.add_parser(
+        "data",
+        help="find or download datasets",
+        description="`data check` lists where each dataset is found (or where it was looked "
+        "for); `data fetch NAME` downloads it into Keras' cache (needs internet).",
+    )
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     check = data_sub.add_parser("check", help="list what is found where")
     check.add_argument("--data-dir", default=None, help="also look in this folder (as a trial's data_dir)")
     fetch = data_sub.add_parser("fetch", help="download a dataset into Keras' cache")
-    fetch.add_argument("name", help="cifar10, cifar100, fashion_mnist or imdb")
+    fetch.add_argument("name", help=", ".join(d for d in DATASETS if d != "digits"))
 
-    agg = sub.add_parser("aggregate", help="build tables, figures and a report from a study's shards",
-                         description="The same as `python analysis/aggregate.py DIR`.")
+    agg = sub.add_parser(
+        "aggregate",
+        help="build tables, figures and a report from a study's shards",
+        description="The same as `python analysis/aggregate.py DIR`.",
+    )
     agg.add_argument("study_dir", metavar="DIR", help="a study folder, or a results root of several")
     return parser
 
@@ -100,31 +156,43 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         study = load_study(args.spec, smoke=args.smoke)
     except SpecError as err:
         return _fail(str(err))
-    return run_sweep(study, Path(args.results), args.executor, args.workers, args.retry_failed,
-                     args.dry_run, show_progress=not args.no_progress, no_wait=args.no_wait)
+    return run_sweep(
+        study,
+        Path(args.results),
+        args.executor,
+        args.workers,
+        args.retry_failed,
+        args.dry_run,
+        show_progress=not args.no_progress,
+        no_wait=args.no_wait,
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`privstudy status`."""
     from privstudy.harness import results
-    from privstudy.harness.sweep import study_status
+    from privstudy.harness.status import study_status
 
     study_dir = Path(args.study_dir)
     if not (study_dir / results.MANIFEST).is_file():
-        return _fail(f"{study_dir}: not a study folder (no {results.MANIFEST}); "
-                     f"pass results/<study name> as written by `privstudy sweep`")
+        return _fail(
+            f"{study_dir}: not a study folder (no {results.MANIFEST}); "
+            f"pass results/<study name> as written by `privstudy sweep`"
+        )
     status = study_status(study_dir)
     live: dict[str, int] = {}
     if (study_dir / "slurm").is_dir():  # submitted with the slurm executor: what is still queued/running
         from privstudy.harness.slurm import live_tasks
+
         for state in live_tasks(study_dir).values():
             live[state.lower()] = live.get(state.lower(), 0) + 1
     if args.json:
         print(json.dumps({**status.as_json(), "slurm_tasks": live}))
     else:
-        total = status.done + status.failed + status.pending
-        print(f"{study_dir}: {total} trials: {status.done} done, {status.failed} failed, "
-              f"{status.pending} pending")
+        print(
+            f"{study_dir}: {status.total} trials: {status.done} done, {status.failed} failed, "
+            f"{status.pending} pending"
+        )
         for f in status.failures:
             print(f"  failed {f['trial_id']} ({f['kind']}): {f['error']}")
         if live:
@@ -159,8 +227,7 @@ def cmd_kinds(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     """`privstudy attack`."""
-    from privstudy.analysis import common, mia
-    from privstudy.mia.attacks import ATTACKS
+    from privstudy.analysis import common, mia_train
 
     attacks = None
     if args.attacks:
@@ -172,7 +239,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         return _fail(f"--max-targets must be >= 1, got {args.max_targets}")
     try:
         study = common.load_study(Path(args.study_dir))
-        lines = mia.build(study, Path(args.study_dir), attacks, args.max_targets)
+        lines = mia_train.build(study, Path(args.study_dir), attacks, args.max_targets)
     except common.AnalysisError as err:
         return _fail(str(err))
     print("\n".join(lines))
@@ -181,37 +248,33 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     """`privstudy data check|fetch`."""
-    from privstudy import dataloader
+    from privstudy.data import images, text
 
     if args.data_command == "check":
-        for name in dataloader.IMAGE_DATASETS:
+        for name in DATASETS:
             if name == "digits":
                 print(f"{name:14s} built in (scikit-learn)")
                 continue
-            found = dataloader.find(name, args.data_dir)
-            where = found if found else "not found; looked in " + ", ".join(
-                str(p) for p in dataloader.search_dirs(name, args.data_dir))
+            module = text if name == "imdb" else images
+            found = module.find(name, args.data_dir)
+            where = (
+                found
+                if found
+                else "not found; looked in "
+                + ", ".join(str(p) for p in module.search_dirs(name, args.data_dir))
+            )
             print(f"{name:14s} {where}")
-        try:
-            from privstudy import textdata
-        except ImportError:
-            return 0
-        found = textdata.find("imdb", args.data_dir)
-        where = found if found else "not found; looked in " + ", ".join(
-            str(p) for p in textdata.search_dirs("imdb", args.data_dir))
-        print(f"{'imdb':14s} {where}")
         return 0
     try:
-        if args.name == "imdb":
-            from privstudy import textdata
-            print(textdata.fetch("imdb"))
-        else:
-            print(dataloader.fetch(args.name))
+        print(text.fetch("imdb") if args.name == "imdb" else images.fetch(args.name))
     except ValueError as err:
         return _fail(str(err))
     except Exception as err:  # noqa: BLE001 - no internet, proxy, disk: say it in one line
-        return _fail(f"could not download {args.name} ({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                     f"on a machine without internet, copy the files into a folder and pass it as data_dir")
+        first = str(err).splitlines()[0] if str(err) else ""
+        return _fail(
+            f"could not download {args.name} ({err.__class__.__name__}: {first}); "
+            f"on a machine without internet, copy the files into a folder and pass it as data_dir"
+        )
     return 0
 
 
@@ -225,8 +288,14 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the `privstudy` command; returns its exit code."""
     args = build_parser().parse_args(argv)
-    handlers = {"sweep": cmd_sweep, "status": cmd_status, "kinds": cmd_kinds, "aggregate": cmd_aggregate,
-                "attack": cmd_attack, "data": cmd_data}
+    handlers = {
+        "sweep": cmd_sweep,
+        "status": cmd_status,
+        "kinds": cmd_kinds,
+        "aggregate": cmd_aggregate,
+        "attack": cmd_attack,
+        "data": cmd_data,
+    }
     return handlers[args.command](args)
 
 

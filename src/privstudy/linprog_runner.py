@@ -8,6 +8,7 @@ Run the published study's command line (all flags as published, plus --results):
 
     python -m privstudy.linprog_runner --exp_name lp2d --num_trials 100 --results results
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,11 @@ import pandas as pd
 import pyarrow as pa
 from scipy.spatial import cKDTree
 
-from privstudy import similarity, stats
 from privstudy.harness.config import TrialConfig, check, param
 from privstudy.harness.registry import TrialKind
-from privstudy.linprog import classifier, grid
+from privstudy.similarity import confidence as similarity
+from privstudy.similarity import grid, lp
+from privstudy.stats import ranks as stats
 
 CONFIDENCES = ("boundary", "sigmoid")
 MAX_TRAIN_DRAWS = 1000
@@ -40,85 +42,118 @@ class LinprogConfig(TrialConfig):
     grid_size: float = param(1000.0, "Grid extent: every coordinate runs from 0 to grid_size.")
     granularity: float = param(1.0, "Grid step: coordinates are multiples of it.")
     num_dimensions: int = param(2, "Dimensions of the grid.")
-    ideal_weights: tuple[float, ...] = param((1.0, -1.0), "Normal vector of the ideal hyperplane "
-                                             "(one entry per dimension) that labels points.")
+    ideal_weights: tuple[float, ...] = param(
+        (1.0, -1.0), "Normal vector of the ideal hyperplane (one entry per dimension) that labels points."
+    )
     ideal_bias: float = param(0.0, "Offset of the ideal hyperplane: label +1 iff w.x + b > 0.")
     percent: float = param(5.0, "Size of the top and bottom confidence sets, in percent of query points.")
     same_class: bool = param(False, "Measure distance only to training points of the query's ideal class.")
-    objective: Literal["slack", "max_margin"] = param("slack", "LP objective: `slack` (published: "
-                                                      "minimise total slack) or `max_margin`.")
+    objective: Literal[lp.OBJECTIVES] = param(
+        "slack", "LP objective: `slack` (published: minimise total slack) or `max_margin`."
+    )
     query_seed: int = param(0, "Seed of the query-point sample; trials of one setting share the points.")
     n_bins: int = param(10, "Equal-count confidence bins of the binned curve (10 = deciles).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(1 <= self.num_dimensions <= MAX_DIMENSIONS, "num_dimensions",
-              f"must be 1..{MAX_DIMENSIONS}, got {self.num_dimensions}")
+        check(
+            1 <= self.num_dimensions <= MAX_DIMENSIONS,
+            "num_dimensions",
+            f"must be 1..{MAX_DIMENSIONS}, got {self.num_dimensions}",
+        )
         check(self.grid_size > 0, "grid_size", f"must be > 0, got {self.grid_size}")
-        check(0 < self.granularity <= self.grid_size, "granularity",
-              f"must be in (0, grid_size={self.grid_size}], got {self.granularity}")
+        check(
+            0 < self.granularity <= self.grid_size,
+            "granularity",
+            f"must be in (0, grid_size={self.grid_size}], got {self.granularity}",
+        )
         total = grid.total_points(self.grid_size, self.granularity, self.num_dimensions)
-        check(total <= grid.MAX_GRID_POINTS, "granularity",
-              f"the grid has {total:.3g} points, more than 2^62; use a coarser granularity")
-        check(len(self.ideal_weights) == self.num_dimensions, "ideal_weights",
-              f"needs {self.num_dimensions} entries (num_dimensions), got {len(self.ideal_weights)}")
+        check(
+            total <= grid.MAX_GRID_POINTS,
+            "granularity",
+            f"the grid has {total:.3g} points, more than 2^62; use a coarser granularity",
+        )
+        check(
+            len(self.ideal_weights) == self.num_dimensions,
+            "ideal_weights",
+            f"needs {self.num_dimensions} entries (num_dimensions), got {len(self.ideal_weights)}",
+        )
         check(any(w != 0 for w in self.ideal_weights), "ideal_weights", "must not be all zero")
         check(self.test_size >= 2, "test_size", f"must be >= 2, got {self.test_size}")
         n_query = min(self.test_size, total)
-        check(2 <= self.train_size < n_query, "train_size",
-              f"must be at least 2 and below the {n_query} query points, got {self.train_size}")
+        check(
+            2 <= self.train_size < n_query,
+            "train_size",
+            f"must be at least 2 and below the {n_query} query points, got {self.train_size}",
+        )
         check(0 < self.percent <= 50, "percent", f"must be in (0, 50], got {self.percent}")
-        check(similarity.set_size(n_query, self.percent) >= 1, "percent",
-              f"{self.percent}% of {n_query} query points rounds to an empty set; raise percent or test_size")
+        check(
+            similarity.set_size(n_query, self.percent) >= 1,
+            "percent",
+            f"{self.percent}% of {n_query} query points rounds to an empty set; raise percent or test_size",
+        )
         check(self.query_seed >= 0, "query_seed", f"must be >= 0, got {self.query_seed}")
         check(2 <= self.n_bins <= n_query, "n_bins", f"must be in 2..{n_query}, got {self.n_bins}")
-        signs = grid.corners(self.grid_size, self.num_dimensions) @ np.asarray(self.ideal_weights) \
+        signs = (
+            grid.corners(self.grid_size, self.num_dimensions) @ np.asarray(self.ideal_weights)
             + self.ideal_bias
-        check(bool((signs > 0).any() and (signs <= 0).any()), "ideal_bias",
-              "the ideal hyperplane does not cut the grid, so every point has one label; change "
-              "ideal_weights or ideal_bias")
+        )
+        check(
+            bool((signs > 0).any() and (signs <= 0).any()),
+            "ideal_bias",
+            "the ideal hyperplane does not cut the grid, so every point has one label; change "
+            "ideal_weights or ideal_bias",
+        )
 
 
 TABLES = {
-    "linprog_model": pa.schema([
-        ("objective", pa.string()),
-        ("weights", pa.list_(pa.float64())),  # unit-norm normal of the trained hyperplane
-        ("bias", pa.float64()),
-        ("lp_objective_value", pa.float64()),
-        ("train_accuracy", pa.float64()),
-        ("accuracy", pa.float64()),  # over all query points, against the ideal labels
-        ("n_query", pa.int64()),
-        ("n_members", pa.int64()),
-        ("n_train_pos", pa.int64()),
-        ("n_train_neg", pa.int64()),
-        ("train_draws", pa.int64()),  # samples drawn until both classes were present
-        ("distance_scale", pa.float64()),  # the largest raw train distance (the normaliser)
-    ]),
-    "linprog_metrics": pa.schema([
-        ("confidence_type", pa.string()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-    ]),
-    "linprog_extremes": pa.schema([
-        ("confidence_type", pa.string()),
-        ("subset", pa.string()),  # "top" or "bottom"
-        ("rank", pa.int64()),  # 0 = most extreme
-        ("point_id", pa.int64()),  # flat grid index (last axis fastest)
-        ("confidence", pa.float64()),
-        ("margin", pa.float64()),  # signed distance to the trained hyperplane
-        ("train_distance", pa.float64()),  # normalised distance to the nearest training point
-        ("is_member", pa.bool_()),
-        ("member_other_distance", pa.float64()),  # members: to the nearest *other* training point
-    ]),
-    "linprog_bins": pa.schema([
-        ("confidence_type", pa.string()),
-        ("bin", pa.int64()),  # 1 = least confident
-        ("n_points", pa.int64()),
-        ("confidence_mean", pa.float64()),
-        ("train_distance_mean", pa.float64()),
-        ("nonmember_train_distance_mean", pa.float64()),
-        ("member_share", pa.float64()),
-    ]),
+    "linprog_model": pa.schema(
+        [
+            ("objective", pa.string()),
+            ("weights", pa.list_(pa.float64())),  # unit-norm normal of the trained hyperplane
+            ("bias", pa.float64()),
+            ("lp_objective_value", pa.float64()),
+            ("train_accuracy", pa.float64()),
+            ("accuracy", pa.float64()),  # over all query points, against the ideal labels
+            ("n_query", pa.int64()),
+            ("n_members", pa.int64()),
+            ("n_train_pos", pa.int64()),
+            ("n_train_neg", pa.int64()),
+            ("train_draws", pa.int64()),  # samples drawn until both classes were present
+            ("distance_scale", pa.float64()),  # the largest raw train distance (the normaliser)
+        ]
+    ),
+    "linprog_metrics": pa.schema(
+        [
+            ("confidence_type", pa.string()),
+            ("metric", pa.string()),
+            ("value", pa.float64()),
+        ]
+    ),
+    "linprog_extremes": pa.schema(
+        [
+            ("confidence_type", pa.string()),
+            ("subset", pa.string()),  # "top" or "bottom"
+            ("rank", pa.int64()),  # 0 = most extreme
+            ("point_id", pa.int64()),  # flat grid index (last axis fastest)
+            ("confidence", pa.float64()),
+            ("margin", pa.float64()),  # signed distance to the trained hyperplane
+            ("train_distance", pa.float64()),  # normalised distance to the nearest training point
+            ("is_member", pa.bool_()),
+            ("member_other_distance", pa.float64()),  # members: to the nearest *other* training point
+        ]
+    ),
+    "linprog_bins": pa.schema(
+        [
+            ("confidence_type", pa.string()),
+            ("bin", pa.int64()),  # 1 = least confident
+            ("n_points", pa.int64()),
+            ("confidence_mean", pa.float64()),
+            ("train_distance_mean", pa.float64()),
+            ("nonmember_train_distance_mean", pa.float64()),
+            ("member_share", pa.float64()),
+        ]
+    ),
 }
 
 
@@ -127,8 +162,9 @@ def ideal_labels(points: np.ndarray, weights: tuple[float, ...], bias: float) ->
     return np.where(points @ np.asarray(weights, dtype=np.float64) + bias > 0, 1, -1).astype(np.int8)
 
 
-def sample_training_set(n_points: int, labels: np.ndarray, train_size: int,
-                        rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def sample_training_set(
+    n_points: int, labels: np.ndarray, train_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
     """Draw ``train_size`` distinct query indices, redrawing until both labels are present.
 
     The published code kept single-class samples and fitted an arbitrary hyperplane to them
@@ -142,12 +178,15 @@ def sample_training_set(n_points: int, labels: np.ndarray, train_size: int,
         y = labels[idx]
         if (y > 0).any() and (y < 0).any():
             return idx, draw
-    raise RuntimeError(f"{MAX_TRAIN_DRAWS} training samples all had a single class; "
-                       f"raise train_size or move the ideal hyperplane towards the grid's middle")
+    raise RuntimeError(
+        f"{MAX_TRAIN_DRAWS} training samples all had a single class; "
+        f"raise train_size or move the ideal hyperplane towards the grid's middle"
+    )
 
 
-def nearest_train_distances(query: np.ndarray, train: np.ndarray, query_class: np.ndarray | None,
-                            train_class: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_train_distances(
+    query: np.ndarray, train: np.ndarray, query_class: np.ndarray | None, train_class: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distance from each query point to its nearest training point, optionally per class.
 
     Args:
@@ -185,17 +224,18 @@ def _nearest(query: np.ndarray, train: np.ndarray) -> np.ndarray:
         return cKDTree(train).query(query, k=1)[0]
     out = np.empty(len(query), dtype=np.float64)
     for start in range(0, len(query), _BLOCK):
-        q = query[start:start + _BLOCK]
+        q = query[start : start + _BLOCK]
         best = np.full(len(q), np.inf)
         for t in train:  # m is small: one vectorised pass per training point
             diff = q - t
             np.minimum(best, np.einsum("ij,ij->i", diff, diff), out=best)
-        out[start:start + _BLOCK] = np.sqrt(best)
+        out[start : start + _BLOCK] = np.sqrt(best)
     return out
 
 
-def confidences(model: classifier.LinearModel, points: np.ndarray, grid_size: float,
-                n_dims: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def confidences(
+    model: lp.LinearModel, points: np.ndarray, grid_size: float, n_dims: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The margin and both confidences of every point.
 
     Returns:
@@ -210,20 +250,22 @@ def confidences(model: classifier.LinearModel, points: np.ndarray, grid_size: fl
 
 def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
     """Run one LP trial. Pure: config in, rows out."""
-    points, ids = grid.query_points(cfg.test_size, cfg.grid_size, cfg.granularity, cfg.num_dimensions,
-                                    cfg.query_seed)
+    points, ids = grid.query_points(
+        cfg.test_size, cfg.grid_size, cfg.granularity, cfg.num_dimensions, cfg.query_seed
+    )
     labels = ideal_labels(points, cfg.ideal_weights, cfg.ideal_bias)
     if not ((labels > 0).any() and (labels < 0).any()):
         raise ValueError("every query point has the same ideal label; move the ideal hyperplane")
     rng = np.random.default_rng(cfg.seed)
     train_idx, draws = sample_training_set(len(ids), labels, cfg.train_size, rng)
     x_train, y_train = points[train_idx], labels[train_idx].astype(np.float64)
-    model = classifier.train(x_train, y_train, cfg.objective)
+    model = lp.train(x_train, y_train, cfg.objective)
 
     is_member = np.zeros(len(ids), dtype=bool)
     is_member[train_idx] = True
     raw_to_train, raw_to_other = nearest_train_distances(
-        points, x_train, labels if cfg.same_class else None, labels[train_idx] if cfg.same_class else None)
+        points, x_train, labels if cfg.same_class else None, labels[train_idx] if cfg.same_class else None
+    )
     finite = raw_to_train[np.isfinite(raw_to_train)]
     scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     train_distance = raw_to_train / scale
@@ -243,15 +285,27 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
         conf_ranks = stats.average_ranks(conf, order)
         bottom, top = similarity.extreme_sets(order, k)
         for subset, idx in (("bottom", bottom), ("top", top)):
-            extremes.append(pd.DataFrame({
-                "confidence_type": ctype, "subset": subset, "rank": np.arange(k),
-                "point_id": ids[idx], "confidence": conf[idx],
-                "margin": margin[idx], "train_distance": train_distance[idx],
-                "is_member": is_member[idx], "member_other_distance": other_distance[idx]}))
+            extremes.append(
+                pd.DataFrame(
+                    {
+                        "confidence_type": ctype,
+                        "subset": subset,
+                        "rank": np.arange(k),
+                        "point_id": ids[idx],
+                        "confidence": conf[idx],
+                        "margin": margin[idx],
+                        "train_distance": train_distance[idx],
+                        "is_member": is_member[idx],
+                        "member_other_distance": other_distance[idx],
+                    }
+                )
+            )
         values = {
             "spearman_confidence_train_distance": (
-                stats.spearman_from_ranks(conf_ranks, dist_ranks) if has_dist.all()
-                else stats.spearman(conf[has_dist], train_distance[has_dist])),
+                stats.spearman_from_ranks(conf_ranks, dist_ranks)
+                if has_dist.all()
+                else stats.spearman(conf[has_dist], train_distance[has_dist])
+            ),
             "auc_confidence_membership": stats.auc_from_ranks(conf_ranks, is_member),
             "top_member_share": float(is_member[top].mean()),
             "bottom_member_share": float(is_member[bottom].mean()),
@@ -265,26 +319,42 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
             "saturated_share": float((conf >= 1.0).mean()),
             "set_size": float(k),
         }
-        metrics.append(pd.DataFrame({"confidence_type": ctype, "metric": list(values),
-                                     "value": list(values.values())}))
+        metrics.append(
+            pd.DataFrame({"confidence_type": ctype, "metric": list(values), "value": list(values.values())})
+        )
         bin_of = similarity.bins_by_rank(order, cfg.n_bins)
         means = similarity.binned_means(
-            bin_of, cfg.n_bins, confidence_mean=conf, train_distance_mean=finite_dist,
+            bin_of,
+            cfg.n_bins,
+            confidence_mean=conf,
+            train_distance_mean=finite_dist,
             nonmember_train_distance_mean=np.where(is_member, np.nan, finite_dist),
-            member_share=is_member.astype(np.float64))
+            member_share=is_member.astype(np.float64),
+        )
         bins.append(pd.DataFrame({"confidence_type": ctype, "bin": np.arange(1, cfg.n_bins + 1), **means}))
 
-    model_row = pd.DataFrame({
-        "objective": [cfg.objective], "weights": [model.weights.tolist()], "bias": [model.bias],
-        "lp_objective_value": [model.objective_value],
-        "train_accuracy": [float((model.predict(x_train) == y_train).mean())],
-        "accuracy": [float((model.predict(points) == labels).mean())],
-        "n_query": [len(ids)], "n_members": [int(is_member.sum())],
-        "n_train_pos": [int((y_train > 0).sum())], "n_train_neg": [int((y_train < 0).sum())],
-        "train_draws": [draws], "distance_scale": [scale]})
-    return {"linprog_model": model_row, "linprog_metrics": pd.concat(metrics, ignore_index=True),
-            "linprog_extremes": pd.concat(extremes, ignore_index=True),
-            "linprog_bins": pd.concat(bins, ignore_index=True)}
+    model_row = pd.DataFrame(
+        {
+            "objective": [cfg.objective],
+            "weights": [model.weights.tolist()],
+            "bias": [model.bias],
+            "lp_objective_value": [model.objective_value],
+            "train_accuracy": [float((model.predict(x_train) == y_train).mean())],
+            "accuracy": [float((model.predict(points) == labels).mean())],
+            "n_query": [len(ids)],
+            "n_members": [int(is_member.sum())],
+            "n_train_pos": [int((y_train > 0).sum())],
+            "n_train_neg": [int((y_train < 0).sum())],
+            "train_draws": [draws],
+            "distance_scale": [scale],
+        }
+    )
+    return {
+        "linprog_model": model_row,
+        "linprog_metrics": pd.concat(metrics, ignore_index=True),
+        "linprog_extremes": pd.concat(extremes, ignore_index=True),
+        "linprog_bins": pd.concat(bins, ignore_index=True),
+    }
 
 
 KIND = TrialKind(
@@ -293,6 +363,7 @@ KIND = TrialKind(
     config_cls=LinprogConfig,
     run=run,
     tables=TABLES,
+    smoke={"train_size": 6, "test_size": 2000, "grid_size": 50.0},
 )
 
 
@@ -307,72 +378,98 @@ def str_to_bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The published flags, plus --results, --objective, --executor and --workers."""
+    """The published flags, plus --results, --objective, --workers and --query_seed."""
     d = LinprogConfig()
     p = argparse.ArgumentParser(
         prog="python -m privstudy.linprog_runner",
         description="Run the linear-programming confidence-similarity study (published flags). "
-                    "Results go to RESULTS/EXP_NAME as Parquet shards; finished trials are skipped "
-                    "on rerun. Aggregate with: python analysis/aggregate.py RESULTS/EXP_NAME")
+        "Results go to RESULTS/EXP_NAME as Parquet shards; finished trials are skipped "
+        "on rerun. Aggregate with: python analysis/aggregate.py RESULTS/EXP_NAME",
+    )
     p.add_argument("--train_size", type=int, default=d.train_size, help="training points per trial")
     p.add_argument("--test_size", type=int, default=d.test_size, help="query points sampled from the grid")
     p.add_argument("--grid_size", type=float, default=d.grid_size, help="grid extent per dimension")
     p.add_argument("--granularity", type=float, default=d.granularity, help="grid step")
     p.add_argument("--percent", type=float, default=d.percent, help="top/bottom set size, in percent")
     p.add_argument("--num_trials", type=int, default=100, help="trials (seeds 0..N-1)")
-    p.add_argument("--same_class", type=str_to_bool, default=d.same_class,
-                   help="nearest training point of the query's ideal class only (true/false)")
+    p.add_argument(
+        "--same_class",
+        type=str_to_bool,
+        default=d.same_class,
+        help="nearest training point of the query's ideal class only (true/false)",
+    )
     p.add_argument("--exp_name", required=True, help="study name: the folder under --results")
     p.add_argument("--num_dimensions", type=int, default=d.num_dimensions, help="grid dimensions")
-    p.add_argument("--ideal_weights", nargs="+", type=float, default=list(d.ideal_weights),
-                   help="normal vector of the ideal hyperplane")
+    p.add_argument(
+        "--ideal_weights",
+        nargs="+",
+        type=float,
+        default=list(d.ideal_weights),
+        help="normal vector of the ideal hyperplane",
+    )
     p.add_argument("--ideal_bias", type=float, default=d.ideal_bias, help="offset of the ideal hyperplane")
-    p.add_argument("--use_multiprocessing", type=str_to_bool, default=True,
-                   help="run trials in a local process pool (true) or one after another (false)")
+    p.add_argument(
+        "--use_multiprocessing",
+        type=str_to_bool,
+        default=True,
+        help="run trials in a local process pool (true) or one after another (false)",
+    )
     p.add_argument("--results", default=None, help="results root (default: results)")
     p.add_argument("--base_folder", default=None, help="published alias of --results")
-    p.add_argument("--objective", choices=["slack", "max_margin", "both"], default="slack",
-                   help="LP objective (published: slack)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="pool size (default: SLURM_CPUS_PER_TASK, else the core count)")
+    p.add_argument(
+        "--objective",
+        choices=["slack", "max_margin", "both"],
+        default="slack",
+        help="LP objective (published: slack)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="pool size (default: SLURM_CPUS_PER_TASK, else the core count)",
+    )
     p.add_argument("--query_seed", type=int, default=d.query_seed, help="seed of the query-point sample")
     return p
 
 
 def spec_from_args(args: argparse.Namespace) -> dict:
     """The study spec equivalent to a published command line."""
-    fixed = {"train_size": args.train_size, "test_size": args.test_size, "grid_size": args.grid_size,
-             "granularity": args.granularity, "percent": args.percent, "same_class": args.same_class,
-             "num_dimensions": args.num_dimensions, "ideal_weights": list(args.ideal_weights),
-             "ideal_bias": args.ideal_bias, "query_seed": args.query_seed}
+    fixed = {
+        "train_size": args.train_size,
+        "test_size": args.test_size,
+        "grid_size": args.grid_size,
+        "granularity": args.granularity,
+        "percent": args.percent,
+        "same_class": args.same_class,
+        "num_dimensions": args.num_dimensions,
+        "ideal_weights": list(args.ideal_weights),
+        "ideal_bias": args.ideal_bias,
+        "query_seed": args.query_seed,
+    }
     objectives = ["slack", "max_margin"] if args.objective == "both" else [args.objective]
-    return {"name": args.exp_name,
-            "description": "from: python -m privstudy.linprog_runner " + " ".join(sys.argv[1:]),
-            "kind": "linprog", "fixed": fixed, "grid": {"objective": objectives},
-            "seeds": args.num_trials, "resources": {"cpus": 1, "mem_gb": 2, "timeout_min": 30}}
+    return {
+        "name": args.exp_name,
+        "description": "from: python -m privstudy.linprog_runner " + " ".join(sys.argv[1:]),
+        "kind": "linprog",
+        "fixed": fixed,
+        "grid": {"objective": objectives},
+        "seeds": args.num_trials,
+        "resources": {"cpus": 1, "mem_gb": 2, "timeout_min": 30},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the published LP command line through the study harness."""
-    import yaml
-
-    from privstudy.harness.spec import SpecError, parse_study
-    from privstudy.harness.sweep import EXIT_USAGE, run_sweep
+    from privstudy.harness.flags import sweep_from_flags
+    from privstudy.harness.sweep import EXIT_USAGE
 
     args = build_parser().parse_args(argv)
     if args.num_trials < 1:
         print("error: --num_trials must be >= 1", file=sys.stderr)
         return EXIT_USAGE
-    raw = spec_from_args(args)
-    text = "# Generated from a linprog_runner command line.\n" + yaml.safe_dump(raw, sort_keys=False)
-    try:
-        study = parse_study(raw, Path("<linprog_runner flags>"), text)
-    except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     root = Path(args.results or args.base_folder or "results")
     executor = "local" if args.use_multiprocessing else "inline"
-    return run_sweep(study, root, executor, args.workers, retry_failed=False, dry_run=False)
+    return sweep_from_flags(spec_from_args(args), "linprog_runner", root, executor, args.workers)
 
 
 if __name__ == "__main__":

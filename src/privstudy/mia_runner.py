@@ -6,6 +6,7 @@ is IN for exactly M/2 models. The trial with ``seed = m`` trains model m on its 
 writes, for every pool example (and every external example, never trained on), the statistics the
 attacks need. The attacks run afterwards on these shards (`privstudy attack`, `analysis/aggregate.py`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,139 +16,211 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from privstudy.data.images import IMAGE_DATASETS
+from privstudy.defences.dp import DP_OPTIMIZERS
 from privstudy.harness.config import TrialConfig, check, param
 from privstudy.harness.registry import TrialKind
+from privstudy.models.image import ARCHS
 
-Dataset = Literal["cifar10", "cifar100", "fashion_mnist", "digits"]
-MiaDataset = Literal["cifar10", "cifar100", "fashion_mnist", "digits", "imdb"]
-DpOptimizer = Literal["adam", "sgd", "adam_vectorized", "sgd_vectorized"]
+Dataset = Literal[IMAGE_DATASETS]
+MiaDataset = Literal[IMAGE_DATASETS + ("imdb",)]
+DpOptimizer = Literal[DP_OPTIMIZERS]
 
 
 @dataclasses.dataclass(frozen=True)
 class MiaTrainConfig(TrialConfig):
     """Model ``seed`` (0..n_models-1) of a membership-inference study."""
 
-    dataset: MiaDataset = param("cifar10", "Dataset; its train and test examples form the candidate pool "
-                                           "(imdb: the 50,000 labelled reviews, with arch lstm).")
-    data_dir: str = param("", "Folder holding the dataset (see privstudy.dataloader); empty: the standard "
-                              "places ($PRIVSTUDY_DATA, Keras' cache).")
+    dataset: MiaDataset = param(
+        "cifar10",
+        "Dataset; its train and test examples form the candidate pool "
+        "(imdb: the 50,000 labelled reviews, with arch lstm).",
+    )
+    data_dir: str = param(
+        "",
+        "Folder holding the dataset (see privstudy.data.locate); empty: the standard "
+        "places ($PRIVSTUDY_DATA, Keras' cache).",
+    )
     pool_size: int = param(10000, "Examples in the study's pool (the N of the keep matrix).")
     pool_seed: int = param(0, "Seed of the pool sample; trials of one study share it.")
     n_models: int = param(16, "Models in the study (the M of the keep matrix); even. Seeds are 0..M-1.")
     keep_seed: int = param(0, "Seed of the keep matrix; trials of one study share it.")
-    arch: Literal["cnn", "mlp", "lstm"] = param("cnn", "Model: the published CNN, an MLP (images), or the "
-                                                       "published LSTM (imdb).")
-    vocab_size: int = param(20000, "lstm: vocabulary of the TextVectorization fitted on the model's training text.")
+    arch: Literal[ARCHS + ("lstm",)] = param(
+        "cnn", "Model: the published CNN, an MLP (images), or the published LSTM (imdb)."
+    )
+    vocab_size: int = param(
+        20000, "lstm: vocabulary of the TextVectorization fitted on the model's training text."
+    )
     seq_len: int = param(100, "lstm: tokens per review (truncated / padded).")
     epochs: int = param(20, "Training epochs.")
     batch_size: int = param(128, "Training batch size.")
     learning_rate: float = param(1e-3, "Adam learning rate.")
     train_augment: bool = param(False, "Random mirror and 4-pixel shifts while training.")
     tta_mirror: bool = param(False, "Also score the mirrored image (a second view for LiRA).")
-    record_probs: bool = param(True, "Record every example's probability vector (the shadow attack needs it).")
-    external_dataset: Optional[Dataset] = param(None, "Dataset of external examples (same image shape) that "
-                                                      "no model trains on; null: none.")
+    record_probs: bool = param(
+        True, "Record every example's probability vector (the shadow attack needs it)."
+    )
+    external_dataset: Optional[Dataset] = param(
+        None, "Dataset of external examples (same image shape) that no model trains on; null: none."
+    )
     external_size: int = param(0, "External examples scored by every model.")
-    null_membership: bool = param(False, "Train on an independent random half of the pool instead of the "
-                                         "recorded IN set: members the model never saw (null test).")
+    null_membership: bool = param(
+        False,
+        "Train on an independent random half of the pool instead of the "
+        "recorded IN set: members the model never saw (null test).",
+    )
     deterministic: bool = param(False, "TensorFlow deterministic ops (slower; exact reruns on one machine).")
     # Defences: parameters of every model of a setting, so that target and shadow models are trained alike.
-    holdout_size: int = param(0, "Examples from outside the pool, never scored: the validation set of early "
-                                 "stopping and the reference set of adversarial regularisation.")
+    holdout_size: int = param(
+        0,
+        "Examples from outside the pool, never scored: the validation set of early "
+        "stopping and the reference set of adversarial regularisation.",
+    )
     l2: float = param(0.0, "Defence: L2 weight penalty (lambda) on every layer's kernel.")
-    dropout: Optional[float] = param(None, "Defence: every dropout rate set to this; null: the published rates.")
-    early_stopping_patience: int = param(0, "Defence: early stopping on validation loss (holdout set) with this "
-                                            "patience; best weights restored; 0: off.")
+    dropout: Optional[float] = param(
+        None, "Defence: every dropout rate set to this; null: the published rates."
+    )
+    early_stopping_patience: int = param(
+        0,
+        "Defence: early stopping on validation loss (holdout set) with this "
+        "patience; best weights restored; 0: off.",
+    )
     label_smoothing: float = param(0.0, "Defence: label smoothing alpha of the cross-entropy.")
-    adv_reg: float = param(0.0, "Defence: adversarial regularisation lambda (Nasr et al. 2018; reference "
-                                "set: the holdout); 0: off.")
+    adv_reg: float = param(
+        0.0,
+        "Defence: adversarial regularisation lambda (Nasr et al. 2018; reference set: the holdout); 0: off.",
+    )
     temperature: float = param(1.0, "Defence at inference: released probabilities are softmax(logits / T).")
-    round_decimals: Optional[int] = param(None, "Defence at inference: released probabilities rounded to this "
-                                                "many decimals; null: not rounded.")
+    round_decimals: Optional[int] = param(
+        None, "Defence at inference: released probabilities rounded to this many decimals; null: not rounded."
+    )
     dp_noise_multiplier: Optional[float] = param(None, "DP-SGD noise multiplier; null: no DP-SGD.")
     dp_l2_norm_clip: float = param(1.0, "DP-SGD clipping norm of each microbatch's gradient.")
     dp_microbatches: int = param(0, "DP-SGD microbatches per batch (divides batch_size); 0: one per example.")
-    dp_optimizer: DpOptimizer = param("adam", "DP-SGD optimizer: DPKeras{Adam,SGD}Optimizer or the vectorized "
-                                              "variants.")
-    dp_delta: Optional[float] = param(None, "Delta of the reported epsilon; null: 1/n_train rounded down to a "
-                                            "power of ten.")
+    dp_optimizer: DpOptimizer = param(
+        "adam", "DP-SGD optimizer: DPKeras{Adam,SGD}Optimizer or the vectorized variants."
+    )
+    dp_delta: Optional[float] = param(
+        None, "Delta of the reported epsilon; null: 1/n_train rounded down to a power of ten."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.pool_size >= 4, "pool_size", f"must be >= 4, got {self.pool_size}")
-        check(self.n_models >= 2 and self.n_models % 2 == 0, "n_models",
-              f"must be even and >= 2 (every example IN for half of the models), got {self.n_models}")
-        check(self.seed < self.n_models, "seed",
-              f"is the model index and must be below n_models={self.n_models}, got {self.seed}; "
-              f"use `seeds: {self.n_models}`")
+        check(
+            self.n_models >= 2 and self.n_models % 2 == 0,
+            "n_models",
+            f"must be even and >= 2 (every example IN for half of the models), got {self.n_models}",
+        )
+        check(
+            self.seed < self.n_models,
+            "seed",
+            f"is the model index and must be below n_models={self.n_models}, got {self.seed}; "
+            f"use `seeds: {self.n_models}`",
+        )
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         check(self.external_size >= 0, "external_size", f"must be >= 0, got {self.external_size}")
-        check((self.external_dataset is None) == (self.external_size == 0), "external_size",
-              "set external_dataset and external_size > 0 together")
+        check(
+            (self.external_dataset is None) == (self.external_size == 0),
+            "external_size",
+            "set external_dataset and external_size > 0 together",
+        )
         text = self.dataset == "imdb"
-        check(text == (self.arch == "lstm"), "arch",
-              f"imdb needs arch lstm and lstm needs imdb, got dataset {self.dataset} with arch {self.arch}")
-        check(not (text and (self.tta_mirror or self.train_augment or self.external_dataset)), "dataset",
-              "tta_mirror, train_augment and external_dataset are for image datasets")
-        check(self.vocab_size >= 100 and self.seq_len >= 1, "vocab_size", "needs vocab_size >= 100, seq_len >= 1")
+        check(
+            text == (self.arch == "lstm"),
+            "arch",
+            f"imdb needs arch lstm and lstm needs imdb, got dataset {self.dataset} with arch {self.arch}",
+        )
+        check(
+            not (text and (self.tta_mirror or self.train_augment or self.external_dataset)),
+            "dataset",
+            "tta_mirror, train_augment and external_dataset are for image datasets",
+        )
+        check(
+            self.vocab_size >= 100 and self.seq_len >= 1,
+            "vocab_size",
+            "needs vocab_size >= 100, seq_len >= 1",
+        )
         check(self.holdout_size >= 0, "holdout_size", f"must be >= 0, got {self.holdout_size}")
         check(self.l2 >= 0, "l2", f"must be >= 0, got {self.l2}")
-        check(self.dropout is None or 0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(
+            self.dropout is None or 0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}"
+        )
         check(self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0")
-        check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        check(
+            0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}"
+        )
         check(self.adv_reg >= 0, "adv_reg", f"must be >= 0, got {self.adv_reg}")
-        check(self.holdout_size > 0 or (self.early_stopping_patience == 0 and self.adv_reg == 0), "holdout_size",
-              "early stopping and adversarial regularisation need holdout_size > 0 (examples outside the pool)")
+        check(
+            self.holdout_size > 0 or (self.early_stopping_patience == 0 and self.adv_reg == 0),
+            "holdout_size",
+            "early stopping and adversarial regularisation need holdout_size > 0 (examples outside the pool)",
+        )
         check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         check(self.round_decimals is None or self.round_decimals >= 0, "round_decimals", "must be >= 0")
         dp = self.dp_noise_multiplier is not None
         check(not dp or self.dp_noise_multiplier >= 0, "dp_noise_multiplier", "must be >= 0")
         check(self.dp_l2_norm_clip > 0, "dp_l2_norm_clip", f"must be > 0, got {self.dp_l2_norm_clip}")
-        check(self.dp_microbatches >= 0 and (self.dp_microbatches == 0 or self.batch_size % self.dp_microbatches == 0),
-              "dp_microbatches", f"must divide batch_size={self.batch_size}, got {self.dp_microbatches}")
-        check(not (dp and (self.adv_reg > 0 or self.train_augment or self.early_stopping_patience)), "dp_noise_multiplier",
-              "DP-SGD is combined here with none of adv_reg, train_augment, early stopping")
-        check(self.dp_delta is None or 0 < self.dp_delta < 1, "dp_delta", f"must be in (0, 1), got {self.dp_delta}")
+        check(
+            self.dp_microbatches >= 0
+            and (self.dp_microbatches == 0 or self.batch_size % self.dp_microbatches == 0),
+            "dp_microbatches",
+            f"must divide batch_size={self.batch_size}, got {self.dp_microbatches}",
+        )
+        check(
+            not (dp and (self.adv_reg > 0 or self.train_augment or self.early_stopping_patience)),
+            "dp_noise_multiplier",
+            "DP-SGD is combined here with none of adv_reg, train_augment, early stopping",
+        )
+        check(
+            self.dp_delta is None or 0 < self.dp_delta < 1,
+            "dp_delta",
+            f"must be in (0, 1), got {self.dp_delta}",
+        )
 
     @property
     def uses_dp(self) -> bool:
         return self.dp_noise_multiplier is not None
 
 
-SCORES = pa.schema([
-    ("model_index", pa.int32()),
-    ("source", pa.string()),  # "pool" or "external"
-    ("example_id", pa.int64()),  # position in the pool (or in the external sample)
-    ("dataset_index", pa.int64()),  # index into the dataset's train + test images
-    ("is_member", pa.bool_()),
-    ("label", pa.int32()),
-    ("loss", pa.float64()),
-    ("p_true", pa.float64()),
-    ("lira", pa.float64()),  # log p_y - log(1 - p_y), from the logits
-    ("entropy", pa.float64()),
-    ("mentr", pa.float64()),  # modified entropy (Song and Mittal)
-    ("correct", pa.bool_()),
-    ("lira_views", pa.list_(pa.float64())),  # the LiRA statistic per test-time view (view 0: as is)
-    ("probs", pa.list_(pa.float32())),  # empty unless record_probs
-])
+SCORES = pa.schema(
+    [
+        ("model_index", pa.int32()),
+        ("source", pa.string()),  # "pool" or "external"
+        ("example_id", pa.int64()),  # position in the pool (or in the external sample)
+        ("dataset_index", pa.int64()),  # index into the dataset's train + test images
+        ("is_member", pa.bool_()),
+        ("label", pa.int32()),
+        ("loss", pa.float64()),
+        ("p_true", pa.float64()),
+        ("lira", pa.float64()),  # log p_y - log(1 - p_y), from the logits
+        ("entropy", pa.float64()),
+        ("mentr", pa.float64()),  # modified entropy (Song and Mittal)
+        ("correct", pa.bool_()),
+        ("lira_views", pa.list_(pa.float64())),  # the LiRA statistic per test-time view (view 0: as is)
+        ("probs", pa.list_(pa.float32())),  # empty unless record_probs
+    ]
+)
 
-MODEL = pa.schema([
-    ("model_index", pa.int32()),
-    ("n_train", pa.int64()),
-    ("train_accuracy", pa.float64()),
-    ("test_accuracy", pa.float64()),  # on the pool examples the model did not train on
-    ("train_loss", pa.float64()),
-    ("test_loss", pa.float64()),
-    ("epochs_run", pa.int32()),
-    ("train_seconds", pa.float64()),
-    ("n_params", pa.int64()),
-    ("n_holdout", pa.int64()),
-    ("eps_epoch", pa.float64()),  # DP-SGD epsilon, each example once per epoch (NaN without DP-SGD)
-    ("eps_poisson", pa.float64()),  # DP-SGD epsilon assuming Poisson sampling
-    ("dp_delta", pa.float64()),
-])
+MODEL = pa.schema(
+    [
+        ("model_index", pa.int32()),
+        ("n_train", pa.int64()),
+        ("train_accuracy", pa.float64()),
+        ("test_accuracy", pa.float64()),  # on the pool examples the model did not train on
+        ("train_loss", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("epochs_run", pa.int32()),
+        ("train_s", pa.float64()),
+        ("n_params", pa.int64()),
+        ("n_holdout", pa.int64()),
+        ("eps_epoch", pa.float64()),  # DP-SGD epsilon, each example once per epoch (NaN without DP-SGD)
+        ("eps_poisson", pa.float64()),  # DP-SGD epsilon assuming Poisson sampling
+        ("dp_delta", pa.float64()),
+    ]
+)
 
 TABLES = {"mia_scores": SCORES, "mia_model": MODEL}
 
@@ -170,19 +243,23 @@ def study_pool(cfg: MiaTrainConfig) -> Pool:
     from privstudy.mia.keep import pool_indices
 
     if cfg.dataset == "imdb":
-        from privstudy.textdata import load_imdb
+        from privstudy.data.text import load_imdb
+
         data = load_imdb(cfg.data_dir or None)
         x_all, y_all, n_classes = data.texts, data.labels, 2
     else:
-        from privstudy.dataloader import load_images
+        from privstudy.data.images import load_images
+
         images = load_images(cfg.dataset, cfg.data_dir or None)
         (x_all, y_all), n_classes = images.pool(), images.n_classes
     if cfg.pool_size + cfg.holdout_size > len(x_all):
-        raise ValueError(f"pool_size={cfg.pool_size} plus holdout_size={cfg.holdout_size} exceed the "
-                         f"{len(x_all)} examples of {cfg.dataset}")
+        raise ValueError(
+            f"pool_size={cfg.pool_size} plus holdout_size={cfg.holdout_size} exceed the "
+            f"{len(x_all)} examples of {cfg.dataset}"
+        )
     idx = pool_indices(len(x_all), cfg.pool_size, cfg.pool_seed)
     rest = np.setdiff1d(np.arange(len(x_all)), idx)
-    hold = np.sort(np.random.default_rng([cfg.pool_seed, 0x686F6C64]).permutation(rest)[:cfg.holdout_size])
+    hold = np.sort(np.random.default_rng([cfg.pool_seed, 0x686F6C64]).permutation(rest)[: cfg.holdout_size])
     return Pool(x_all[idx], y_all[idx], idx, n_classes, x_all[hold], y_all[hold], cfg.dataset == "imdb")
 
 
@@ -200,24 +277,10 @@ def training_mask(cfg: MiaTrainConfig) -> tuple[np.ndarray, np.ndarray]:
     return keep, train
 
 
-def released_logits(logits: np.ndarray, temperature: float = 1.0, round_decimals=None) -> np.ndarray:
-    """What an attacker sees, as logits: softmax(logits / T), optionally rounded to some decimals.
-
-    Rounded probabilities are turned back into logits as log(max(p, 1e-12)), so that every score is
-    computed from the released, rounded vector (renormalised to sum to 1).
-    """
-    from scipy.special import softmax
-
-    z = np.asarray(logits, np.float64) / temperature
-    if round_decimals is None:
-        return z
-    p = np.round(softmax(z, axis=1), round_decimals)
-    return np.log(np.maximum(p, 1e-12))
-
-
 def _score_rows(model, ys: np.ndarray, views: list[np.ndarray], cfg: MiaTrainConfig):
+    from privstudy.defences.release import released_logits
     from privstudy.mia.scores import example_scores
-    from privstudy.nets import logits_of
+    from privstudy.models.training import logits_of
 
     def scores(v):
         return example_scores(released_logits(logits_of(model, v), cfg.temperature, cfg.round_decimals), ys)
@@ -231,39 +294,52 @@ def _score_rows(model, ys: np.ndarray, views: list[np.ndarray], cfg: MiaTrainCon
 
 def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray):
     """Preprocess with the training examples' statistics / vocabulary, build and train the model."""
-    from privstudy import nets
+    from privstudy.models import image, text
+    from privstudy.models.training import FitOptions, fit
 
     if pool.is_text:
-        vec = nets.make_vectorizer(pool.x[train], cfg.vocab_size, cfg.seq_len)
-        xs, xh = nets.vectorize(vec, pool.x), nets.vectorize(vec, pool.x_hold)
-        model = nets.build_text_model(cfg.vocab_size, dropout=cfg.dropout, l2=cfg.l2)
-        transform = lambda raw: nets.vectorize(vec, raw)  # noqa: E731
+        vec = text.make_vectorizer(pool.x[train], cfg.vocab_size, cfg.seq_len)
+        xs, xh = text.vectorize(vec, pool.x), text.vectorize(vec, pool.x_hold)
+        model = text.build_text_model(cfg.vocab_size, dropout=cfg.dropout, l2=cfg.l2)
+        transform = lambda raw: text.vectorize(vec, raw)  # noqa: E731
     else:
-        mean, std = nets.channel_stats(pool.x[train])
-        xs, xh = nets.standardise(pool.x, mean, std), nets.standardise(pool.x_hold, mean, std)
-        model = nets.build_image_model(cfg.arch, xs.shape[1:], pool.n_classes, l2=cfg.l2, dropout=cfg.dropout)
-        transform = lambda raw: nets.standardise(raw, mean, std)  # noqa: E731
+        mean, std = image.channel_stats(pool.x[train])
+        xs, xh = image.standardise(pool.x, mean, std), image.standardise(pool.x_hold, mean, std)
+        model = image.build_image_model(
+            cfg.arch, xs.shape[1:], pool.n_classes, l2=cfg.l2, dropout=cfg.dropout
+        )
+        transform = lambda raw: image.standardise(raw, mean, std)  # noqa: E731
     x_tr, y_tr = xs[train], pool.y[train]
+    opts = FitOptions(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        patience=cfg.early_stopping_patience or None,
+        label_smoothing=cfg.label_smoothing,
+        augment=cfg.train_augment,
+        seed=cfg.seed,
+        dp_loss=cfg.uses_dp,
+    )
     if cfg.uses_dp:
-        from privstudy.dp import make_optimizer
+        from privstudy.defences.dp import make_optimizer
+
         micro = cfg.dp_microbatches or cfg.batch_size
-        opt = make_optimizer(cfg.dp_optimizer, cfg.learning_rate, cfg.dp_l2_norm_clip, cfg.dp_noise_multiplier, micro)
-        fr = nets.fit(model, x_tr, y_tr, cfg.epochs, cfg.batch_size, cfg.learning_rate, optimizer=opt,
-                      label_smoothing=cfg.label_smoothing, seed=cfg.seed, dp_loss=True)
+        opt = make_optimizer(
+            cfg.dp_optimizer, cfg.learning_rate, cfg.dp_l2_norm_clip, cfg.dp_noise_multiplier, micro
+        )
+        fr = fit(model, x_tr, y_tr, opts, optimizer=opt)
     elif cfg.adv_reg > 0:
-        fr = nets.fit_adversarial(model, x_tr, y_tr, xh, pool.y_hold, cfg.epochs, cfg.batch_size,
-                                  cfg.learning_rate, cfg.adv_reg, seed=cfg.seed)
+        from privstudy.defences.adversarial import fit_adversarial
+
+        fr = fit_adversarial(model, x_tr, y_tr, xh, pool.y_hold, opts, cfg.adv_reg)
     else:
-        patience = cfg.early_stopping_patience or None
-        fr = nets.fit(model, x_tr, y_tr, cfg.epochs, cfg.batch_size, cfg.learning_rate,
-                      validation=(xh, pool.y_hold) if patience else None, patience=patience,
-                      label_smoothing=cfg.label_smoothing, augment=cfg.train_augment, seed=cfg.seed)
+        fr = fit(model, x_tr, y_tr, opts, validation=(xh, pool.y_hold) if opts.patience else None)
     return model, xs, fr, transform
 
 
 def run(cfg: MiaTrainConfig) -> dict[str, pd.DataFrame]:
     """Train model ``cfg.seed`` on its IN examples; score the pool and the external examples."""
-    from privstudy.nets import logits_of, seed_everything
+    from privstudy.models.training import logits_of, seed_everything
 
     pool = study_pool(cfg)
     member, train = training_mask(cfg)
@@ -274,57 +350,107 @@ def run(cfg: MiaTrainConfig) -> dict[str, pd.DataFrame]:
         return [inputs, inputs[:, :, ::-1, :]] if cfg.tta_mirror else [inputs]
 
     base, lira_views, probs = _score_rows(model, pool.y, views_of(xs), cfg)
-    frames = [_frame(cfg, "pool", np.arange(len(pool.y)), pool.index, member, pool.y, base, lira_views, probs)]
+    frames = [
+        _frame(cfg, "pool", np.arange(len(pool.y)), pool.index, member, pool.y, base, lira_views, probs)
+    ]
     if cfg.external_dataset is not None:
-        from privstudy.dataloader import load_images
+        from privstudy.data.images import load_images
+
         ext = load_images(cfg.external_dataset, cfg.data_dir or None)
         ex, _ = ext.pool()
         if ex.shape[1:] != pool.x.shape[1:]:
-            raise ValueError(f"external_dataset {cfg.external_dataset} has images {ex.shape[1:]}, "
-                             f"the pool {pool.x.shape[1:]}; pick a dataset of the same shape")
+            raise ValueError(
+                f"external_dataset {cfg.external_dataset} has images {ex.shape[1:]}, "
+                f"the pool {pool.x.shape[1:]}; pick a dataset of the same shape"
+            )
         if cfg.external_size > len(ex):
-            raise ValueError(f"external_size={cfg.external_size} exceeds the {len(ex)} images of "
-                             f"{cfg.external_dataset}")
-        eidx = np.sort(np.random.default_rng([cfg.pool_seed, 0x657874]).permutation(len(ex))[:cfg.external_size])
+            raise ValueError(
+                f"external_size={cfg.external_size} exceeds the {len(ex)} images of {cfg.external_dataset}"
+            )
+        eidx = np.sort(
+            np.random.default_rng([cfg.pool_seed, 0x657874]).permutation(len(ex))[: cfg.external_size]
+        )
         exs = transform(ex[eidx])
         # External labels are of another label set: scored against the model's own top class.
         elabels = logits_of(model, exs).argmax(axis=1)
         eb, elv, ep = _score_rows(model, elabels, views_of(exs), cfg)
-        frames.append(_frame(cfg, "external", np.arange(len(eidx)), eidx, np.zeros(len(eidx), bool), elabels,
-                             eb, elv, ep))
+        frames.append(
+            _frame(
+                cfg, "external", np.arange(len(eidx)), eidx, np.zeros(len(eidx), bool), elabels, eb, elv, ep
+            )
+        )
     scores = pd.concat(frames, ignore_index=True)
     eps_epoch = eps_poisson = delta = float("nan")
     n_train = int(train.sum())
     if cfg.uses_dp:
-        from privstudy.dp import default_delta, epsilons
+        from privstudy.defences.dp import default_delta, epsilons
+
         delta = cfg.dp_delta if cfg.dp_delta is not None else default_delta(n_train)
-        eps_epoch, eps_poisson, _ = epsilons(n_train, cfg.batch_size, fr.epochs_run, cfg.dp_noise_multiplier,
-                                             delta, used_microbatching=(cfg.dp_microbatches or cfg.batch_size) > 1)
+        eps_epoch, eps_poisson, _ = epsilons(
+            n_train,
+            cfg.batch_size,
+            fr.epochs_run,
+            cfg.dp_noise_multiplier,
+            delta,
+            used_microbatching=(cfg.dp_microbatches or cfg.batch_size) > 1,
+        )
     out = ~train
-    model_row = pd.DataFrame([{
-        "model_index": cfg.seed, "n_train": n_train,
-        "train_accuracy": float(base["correct"][train].mean()),
-        "test_accuracy": float(base["correct"][out].mean()) if out.any() else float("nan"),
-        "train_loss": float(base["loss"][train].mean()),
-        "test_loss": float(base["loss"][out].mean()) if out.any() else float("nan"),
-        "epochs_run": fr.epochs_run, "train_seconds": fr.seconds, "n_params": int(model.count_params()),
-        "n_holdout": len(pool.y_hold), "eps_epoch": eps_epoch, "eps_poisson": eps_poisson, "dp_delta": delta,
-    }])
+    model_row = pd.DataFrame(
+        [
+            {
+                "model_index": cfg.seed,
+                "n_train": n_train,
+                "train_accuracy": float(base["correct"][train].mean()),
+                "test_accuracy": float(base["correct"][out].mean()) if out.any() else float("nan"),
+                "train_loss": float(base["loss"][train].mean()),
+                "test_loss": float(base["loss"][out].mean()) if out.any() else float("nan"),
+                "epochs_run": fr.epochs_run,
+                "train_s": fr.train_s,
+                "n_params": int(model.count_params()),
+                "n_holdout": len(pool.y_hold),
+                "eps_epoch": eps_epoch,
+                "eps_poisson": eps_poisson,
+                "dp_delta": delta,
+            }
+        ]
+    )
     return {"mia_scores": scores, "mia_model": model_row}
 
 
 def _frame(cfg, source, example_id, dataset_index, member, labels, base, lira_views, probs) -> pd.DataFrame:
-    return pd.DataFrame({
-        "model_index": np.full(len(labels), cfg.seed, np.int32), "source": source,
-        "example_id": example_id.astype(np.int64), "dataset_index": np.asarray(dataset_index, np.int64),
-        "is_member": np.asarray(member, bool), "label": np.asarray(labels, np.int32),
-        "loss": base["loss"], "p_true": base["p_true"], "lira": base["lira"], "entropy": base["entropy"],
-        "mentr": base["mentr"], "correct": base["correct"],
-        "lira_views": list(lira_views), "probs": list(probs),
-    })
+    return pd.DataFrame(
+        {
+            "model_index": np.full(len(labels), cfg.seed, np.int32),
+            "source": source,
+            "example_id": example_id.astype(np.int64),
+            "dataset_index": np.asarray(dataset_index, np.int64),
+            "is_member": np.asarray(member, bool),
+            "label": np.asarray(labels, np.int32),
+            "loss": base["loss"],
+            "p_true": base["p_true"],
+            "lira": base["lira"],
+            "entropy": base["entropy"],
+            "mentr": base["mentr"],
+            "correct": base["correct"],
+            "lira_views": list(lira_views),
+            "probs": list(probs),
+        }
+    )
 
 
 KIND = TrialKind(
     name="mia_train",
-    description="Membership inference: train model m of M on its half of the pool, record per-example scores.",
-    config_cls=MiaTrainConfig, run=run, tables=TABLES, uses_tensorflow=True)
+    description="Membership inference: train model m of M on its half of the pool, score every example.",
+    config_cls=MiaTrainConfig,
+    run=run,
+    tables=TABLES,
+    uses_tensorflow=True,
+    smoke={
+        "dataset": "digits",
+        "pool_size": 200,
+        "n_models": 4,
+        "arch": "mlp",
+        "epochs": 2,
+        "deterministic": True,
+    },
+)

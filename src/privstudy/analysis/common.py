@@ -1,4 +1,5 @@
-"""Shared analysis helpers: loading a study's done trials, setting labels, interval summaries, table output."""
+"""Shared analysis helpers: a study's done trials, setting labels, interval summaries, table output."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +11,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from privstudy import stats
 from privstudy.harness import results
+from privstudy.harness.status import StudyStatus, study_status
+from privstudy.stats.intervals import mean_interval
 
 
 class AnalysisError(RuntimeError):
@@ -26,6 +28,8 @@ class StudyData:
     manifest: dict
     records: pd.DataFrame  # one row per recorded trial in the manifest (done or failed)
     expected: pd.DataFrame  # one row per manifest trial: trial_id, kind, setting_id
+    status: StudyStatus  # the trials by state
+    _tables: dict = dataclasses.field(default_factory=dict, repr=False)  # (kind, table) -> rows, read once
 
     @property
     def name(self) -> str:
@@ -38,33 +42,53 @@ class StudyData:
         return sorted(r.loc[(r["status"] == "done") & (r["kind"] == kind), "trial_id"])
 
     def table(self, kind: str, table: str) -> pd.DataFrame:
-        """Rows of one table over the kind's done trials, with schema-version check."""
+        """Rows of one table over the kind's done trials, with schema-version check; read once per study.
+
+        The frame is shared between callers: copy it before changing it in place.
+        """
+        key = (kind, table)
+        if key not in self._tables:
+            self._tables[key] = self._read(kind, table)
+        return self._tables[key]
+
+    def _read(self, kind: str, table: str) -> pd.DataFrame:
         rows = results.read_table(self.study_dir, table, self.done_ids(kind))
         if len(rows):
             versions = set(rows["schema_version"].unique())
             if versions != {results.SCHEMA_VERSION}:
-                raise AnalysisError(f"{self.study_dir}: table {table} has schema versions {sorted(versions)}; "
-                                    f"this privstudy reads version {results.SCHEMA_VERSION}: re-run the "
-                                    f"trials with --retry-failed after deleting their shards, or use the "
-                                    f"privstudy version that wrote them")
+                raise AnalysisError(
+                    f"{self.study_dir}: table {table} has schema versions {sorted(versions)}; "
+                    f"this privstudy reads version {results.SCHEMA_VERSION}: re-run the "
+                    f"trials with --retry-failed after deleting their shards, or use the "
+                    f"privstudy version that wrote them"
+                )
         return rows
 
 
 def load_study(study_dir: Path) -> StudyData:
     """Read a study's manifest and trial records."""
     if not (study_dir / results.MANIFEST).is_file():
-        raise AnalysisError(f"{study_dir}: not a study folder (no {results.MANIFEST}); "
-                            f"pass results/<study name> as written by `privstudy sweep`")
+        raise AnalysisError(
+            f"{study_dir}: not a study folder (no {results.MANIFEST}); "
+            f"pass results/<study name> as written by `privstudy sweep`"
+        )
     manifest = results.read_manifest(study_dir)
-    expected = pd.DataFrame([{"trial_id": t["trial_id"], "kind": t["kind"], "setting_id": t["setting_id"]}
-                             for t in manifest["trials"]])
+    expected = pd.DataFrame(
+        [
+            {"trial_id": t["trial_id"], "kind": t["kind"], "setting_id": t["setting_id"]}
+            for t in manifest["trials"]
+        ]
+    )
     records = results.read_records(study_dir)
     records = records[records["trial_id"].isin(expected["trial_id"])].reset_index(drop=True)
     bad = set(records["schema_version"].unique()) - {results.SCHEMA_VERSION}
     if bad:
-        raise AnalysisError(f"{study_dir}: trial records of schema version {sorted(bad)}; this privstudy "
-                            f"reads version {results.SCHEMA_VERSION}")
-    return StudyData(study_dir, manifest, records, expected)
+        raise AnalysisError(
+            f"{study_dir}: trial records of schema version {sorted(bad)}; this privstudy "
+            f"reads version {results.SCHEMA_VERSION}"
+        )
+    status = study_status(study_dir, manifest, records)
+    return StudyData(study_dir, manifest, records, expected, status)
 
 
 def varying_params(configs: Iterable[str], ignore: Sequence[str] = ("seed",)) -> list[str]:
@@ -85,7 +109,8 @@ def add_setting_columns(rows: pd.DataFrame, params: Sequence[str]) -> pd.DataFra
     for p in params:
         values = {c: cache[c][p] for c in cache}
         out[p] = rows["config_json"].map(
-            lambda c: json.dumps(values[c]) if isinstance(values[c], list) else values[c])
+            lambda c, values=values: json.dumps(values[c]) if isinstance(values[c], list) else values[c]
+        )
     return out
 
 
@@ -98,7 +123,9 @@ def summarise(rows: pd.DataFrame, by: list[str], value: str, prefix: str | None 
     return summarise_columns(rows, by, [(value, prefix or value)])
 
 
-def summarise_columns(rows: pd.DataFrame, by: list[str], columns: Sequence[str | tuple[str, str]]) -> pd.DataFrame:
+def summarise_columns(
+    rows: pd.DataFrame, by: list[str], columns: Sequence[str | tuple[str, str]]
+) -> pd.DataFrame:
     """``summarise`` of several columns in one pass over the groups.
 
     Args:
@@ -114,7 +141,7 @@ def summarise_columns(rows: pd.DataFrame, by: list[str], columns: Sequence[str |
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
         for i, (value, p) in enumerate(pairs):
-            m, lo, hi, n = stats.mean_interval(g[value].to_numpy(dtype=np.float64))
+            m, lo, hi, n = mean_interval(g[value].to_numpy(dtype=np.float64))
             row.update({f"{p}_mean": m, f"{p}_ci_low": lo, f"{p}_ci_high": hi})
             if i == 0:
                 row["n_trials"] = n
@@ -147,12 +174,21 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(out_dir: Path, name: str, numeric: pd.DataFrame, pretty: pd.DataFrame, title: str) -> list[Path]:
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A table written as CSV and Markdown: its files and its Markdown body (for the report)."""
+
+    files: list[Path]
+    markdown: str
+
+
+def write_table(out_dir: Path, name: str, numeric: pd.DataFrame, pretty: pd.DataFrame, title: str) -> Written:
     """Write a table as CSV (full precision) and Markdown (intervals formatted), atomically."""
     csv_path, md_path = out_dir / "tables" / f"{name}.csv", out_dir / "tables" / f"{name}.md"
+    body = markdown_table(pretty)
     results.write_text_atomic(csv_path, numeric.to_csv(index=False, float_format="%.10g"))
-    results.write_text_atomic(md_path, f"# {title}\n\n" + markdown_table(pretty))
-    return [csv_path, md_path]
+    results.write_text_atomic(md_path, f"# {title}\n\n" + body)
+    return Written([csv_path, md_path], body)
 
 
 def save_figure(fig, out_dir: Path, name: str) -> Path:

@@ -1,4 +1,5 @@
 """Typed, documented and validated trial configurations, and their stable ids."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,10 +1,13 @@
 """The registry of trial kinds: a kind name maps to its config class, its run function and its tables."""
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import os
-from typing import Callable, Mapping
+import pkgutil
+from functools import lru_cache
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -25,15 +28,33 @@ class TrialKind:
     run: Callable[[TrialConfig], TrialResult]  # pure: config in, rows out; no file writing
     tables: Mapping[str, pa.Schema]  # table name -> the kind's own columns (provenance is added)
     uses_tensorflow: bool = False  # True: the worker sizes TensorFlow's thread pools first
+    smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Parameters of a run of a few seconds on built-in data: what the conformance test runs."""
 
 
-# Kinds are named by module path so that listing or validating them imports no heavy code:
-# each module keeps TensorFlow imports inside the functions that train.
-_KIND_MODULES: dict[str, str] = {
-    "linprog": "privstudy.linprog_runner",
-    "mia_train": "privstudy.mia_runner",
-    "cnn_similarity": "privstudy.runner",
-}
+KIND_MODULE_SUFFIX = "runner"
+"""A module of the ``privstudy`` package named ``runner`` or ``<something>_runner`` is a trial kind:
+it defines ``KIND``, a TrialKind. Adding a kind is adding such a module (and, for its tables, a module
+``privstudy.analysis.<kind name>``); nothing else is edited. Kind modules keep heavy imports
+(TensorFlow) inside the functions that train, so that listing kinds stays fast."""
+
+
+@lru_cache(maxsize=1)
+def _builtin_modules() -> dict[str, str]:
+    import privstudy
+
+    modules = {}
+    for info in pkgutil.iter_modules(privstudy.__path__):
+        if info.ispkg or not (
+            info.name == KIND_MODULE_SUFFIX or info.name.endswith("_" + KIND_MODULE_SUFFIX)
+        ):
+            continue
+        path = f"privstudy.{info.name}"
+        kind = importlib.import_module(path).KIND
+        if kind.name in modules:
+            raise RuntimeError(f"kind {kind.name!r} is defined by both {modules[kind.name]} and {path}")
+        modules[kind.name] = path
+    return modules
 
 
 PLUGIN_ENV = "PRIVSTUDY_KINDS"
@@ -42,7 +63,7 @@ inherit the variable, so plugin kinds run under every executor."""
 
 
 def _modules() -> dict[str, str]:
-    modules = dict(_KIND_MODULES)
+    modules = dict(_builtin_modules())
     for item in filter(None, (p.strip() for p in os.environ.get(PLUGIN_ENV, "").split(","))):
         name, sep, module = item.partition("=")
         if not sep or not name.strip() or not module.strip():

@@ -10,6 +10,7 @@ A study folder holds::
 A trial's table shards are written first and its record last, so a trial counts as done only once
 all of its rows are on disk; readers ignore shards whose trial has no ``done`` record.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,32 +23,40 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
-"""Bump when a table's columns change meaning; analysis refuses shards of another version."""
+SCHEMA_VERSION = 2
+"""Bump when a table's columns change name or meaning; analysis refuses shards of another version.
 
-PROVENANCE = pa.schema([
-    ("study", pa.string()),
-    ("trial_id", pa.string()),
-    ("kind", pa.string()),
-    ("schema_version", pa.int32()),
-    ("code_version", pa.string()),
-    ("seed", pa.int64()),
-    ("status", pa.string()),  # "done" or "failed"
-    ("error", pa.string()),  # the traceback of a failed trial, else null
-    ("started_at", pa.timestamp("us", tz="UTC")),
-    ("duration_s", pa.float64()),
-    ("host", pa.string()),
-    ("slurm_job_id", pa.string()),
-    ("slurm_array_job_id", pa.string()),
-    ("slurm_array_task_id", pa.string()),
-    ("config_json", pa.string()),
-])
+2: timing columns end in ``_s`` (``train_s``, not ``train_seconds``); records name ``row_counts_json``.
+"""
 
-TRIAL_RECORD = pa.schema(list(PROVENANCE) + [
-    ("setting_id", pa.string()),  # hash of the config without its seed: trials of one setting share it
-    ("rows_json", pa.string()),  # table name -> number of rows written, as JSON
-    ("device", pa.string()),  # e.g. "cpu" or "GPU:0 (NVIDIA A100)"
-])
+PROVENANCE = pa.schema(
+    [
+        ("study", pa.string()),
+        ("trial_id", pa.string()),
+        ("kind", pa.string()),
+        ("schema_version", pa.int32()),
+        ("code_version", pa.string()),
+        ("seed", pa.int64()),
+        ("status", pa.string()),  # "done" or "failed"
+        ("error", pa.string()),  # the traceback of a failed trial, else null
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("duration_s", pa.float64()),
+        ("host", pa.string()),
+        ("slurm_job_id", pa.string()),
+        ("slurm_array_job_id", pa.string()),
+        ("slurm_array_task_id", pa.string()),
+        ("config_json", pa.string()),
+    ]
+)
+
+TRIAL_RECORD = pa.schema(
+    list(PROVENANCE)
+    + [
+        ("setting_id", pa.string()),  # hash of the config without its seed: trials of one setting share it
+        ("row_counts_json", pa.string()),  # table name -> number of rows written, as JSON
+        ("device", pa.string()),  # e.g. "cpu" or "GPU:0 (NVIDIA A100)"
+    ]
+)
 
 MANIFEST = "manifest.json"
 SPEC_COPY = "spec.yaml"
@@ -64,8 +73,9 @@ def table_schema(kind_columns: pa.Schema) -> pa.Schema:
     return pa.schema(list(PROVENANCE) + list(kind_columns))
 
 
-def to_arrow(rows: pd.DataFrame, kind_columns: pa.Schema, provenance: Mapping[str, Any],
-             table: str) -> pa.Table:
+def to_arrow(
+    rows: pd.DataFrame, kind_columns: pa.Schema, provenance: Mapping[str, Any], table: str
+) -> pa.Table:
     """Rows of one table plus provenance, cast to the table's explicit schema.
 
     Raises:
@@ -78,8 +88,13 @@ def to_arrow(rows: pd.DataFrame, kind_columns: pa.Schema, provenance: Mapping[st
     n = len(rows)
     arrays = [pa.repeat(pa.scalar(provenance[f.name], type=f.type), n) for f in PROVENANCE]
     for f in kind_columns:
-        arrays.append(pa.array(rows[f.name].tolist() if f.type == pa.string() else rows[f.name].to_numpy(),
-                               type=f.type, from_pandas=True))
+        arrays.append(
+            pa.array(
+                rows[f.name].tolist() if f.type == pa.string() else rows[f.name].to_numpy(),
+                type=f.type,
+                from_pandas=True,
+            )
+        )
     return pa.Table.from_arrays(arrays, schema=table_schema(kind_columns))
 
 

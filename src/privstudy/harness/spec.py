@@ -12,6 +12,7 @@ laptop-sized run. The shorthand of a single experiment puts its keys at the top 
     resources: {cpus: 1, mem_gb: 2, timeout_min: 10}
     smoke: {fixed: {test_size: 10000}, seeds: 3}
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,8 +24,17 @@ from typing import Any, Optional
 
 import yaml
 
-from privstudy.harness.config import ConfigError, TrialConfig, check, coerce, field_types, from_mapping
-from privstudy.harness.config import param, setting_id, trial_id
+from privstudy.harness.config import (
+    ConfigError,
+    TrialConfig,
+    check,
+    coerce,
+    field_types,
+    from_mapping,
+    param,
+    setting_id,
+    trial_id,
+)
 from privstudy.harness.registry import get_kind, kind_names
 
 
@@ -49,12 +59,19 @@ class Resources:
     qos: Optional[str] = param(None, "Slurm quality of service (sbatch --qos); null: none.")
     account: Optional[str] = param(None, "Slurm account to charge (sbatch --account); null: the default.")
     constraint: Optional[str] = param(None, "Slurm node features (sbatch --constraint), e.g. 'a100|v100'.")
-    sbatch: tuple[str, ...] = param((), "Extra sbatch flags, each '--name=value' or '--flag', "
-                                        "e.g. ['--exclusive', '--reservation=ml'].")
-    trials_per_task: Optional[int] = param(None, "Trials packed into one Slurm array task; null: derived "
-                                                 "from timeout_min and trial_min (1 without trial_min).")
-    trial_min: Optional[float] = param(None, "Expected minutes per trial, used to pack trials into "
-                                             "array tasks so that a task fills 80% of timeout_min.")
+    sbatch: tuple[str, ...] = param(
+        (), "Extra sbatch flags, each '--name=value' or '--flag', e.g. ['--exclusive', '--reservation=ml']."
+    )
+    trials_per_task: Optional[int] = param(
+        None,
+        "Trials packed into one Slurm array task; null: derived "
+        "from timeout_min and trial_min (1 without trial_min).",
+    )
+    trial_min: Optional[float] = param(
+        None,
+        "Expected minutes per trial, used to pack trials into "
+        "array tasks so that a task fills 80% of timeout_min.",
+    )
     array_parallelism: int = param(256, "Most array tasks of one job running at once (sbatch --array=%N).")
     requeues: int = param(3, "Times a Slurm task stopped by its time limit or preemption is requeued.")
 
@@ -63,14 +80,20 @@ class Resources:
         check(self.mem_gb > 0, "mem_gb", f"must be > 0, got {self.mem_gb}")
         check(self.gpus >= 0, "gpus", f"must be >= 0, got {self.gpus}")
         check(self.timeout_min >= 1, "timeout_min", f"must be >= 1, got {self.timeout_min}")
-        check(self.trials_per_task is None or self.trials_per_task >= 1, "trials_per_task",
-              f"must be >= 1, got {self.trials_per_task}")
+        check(
+            self.trials_per_task is None or self.trials_per_task >= 1,
+            "trials_per_task",
+            f"must be >= 1, got {self.trials_per_task}",
+        )
         check(self.trial_min is None or self.trial_min > 0, "trial_min", f"must be > 0, got {self.trial_min}")
         check(self.array_parallelism >= 1, "array_parallelism", f"must be >= 1, got {self.array_parallelism}")
         check(self.requeues >= 0, "requeues", f"must be >= 0, got {self.requeues}")
         for i, flag in enumerate(self.sbatch):
-            check(bool(re.match(r"^--[A-Za-z][A-Za-z0-9_-]*(=.*)?$", flag)), f"sbatch[{i}]",
-                  f"expected '--name=value' or '--flag', got {flag!r}")
+            check(
+                bool(re.match(r"^--[A-Za-z][A-Za-z0-9_-]*(=.*)?$", flag)),
+                f"sbatch[{i}]",
+                f"expected '--name=value' or '--flag', got {flag!r}",
+            )
 
     def chunk_size(self) -> int:
         """Trials per Slurm array task."""
@@ -93,8 +116,13 @@ class Trial:
 
     def manifest_entry(self) -> dict[str, Any]:
         """The trial as plain JSON for the study manifest."""
-        return {"trial_id": self.trial_id, "setting_id": self.setting_id, "kind": self.kind,
-                "config": self.config.to_dict(), "resources": dataclasses.asdict(self.resources)}
+        return {
+            "trial_id": self.trial_id,
+            "setting_id": self.setting_id,
+            "kind": self.kind,
+            "config": self.config.to_dict(),
+            "resources": dataclasses.asdict(self.resources),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,8 +255,11 @@ def _expand(raw: Any, path: Path, text: str, smoke: bool) -> Study:
             exp = _merge(_merge(exp, top_smoke), own_smoke)
         for trial in _expand_experiment(exp, where):
             if trial.trial_id in seen:
-                raise ConfigError(where or "grid", f"trial {trial.trial_id} is listed twice (also in "
-                                  f"{seen[trial.trial_id] or 'the spec'}); remove the duplicate")
+                raise ConfigError(
+                    where or "grid",
+                    f"trial {trial.trial_id} is listed twice (also in "
+                    f"{seen[trial.trial_id] or 'the spec'}); remove the duplicate",
+                )
             seen[trial.trial_id] = where
             trials.append(trial)
     study_name = f"{name}_smoke" if smoke else name
@@ -249,8 +280,11 @@ def _expand_experiment(exp: dict, where: str) -> list[Trial]:
             if key == "seed":
                 raise ConfigError(f"{prefix}{section}.seed", "set seeds with `seeds:` (a count or a list)")
             if key not in types_:
-                raise ConfigError(f"{prefix}{section}.{key}", f"unknown parameter for kind {kind_name}; "
-                                  f"valid: {', '.join(sorted(k for k in types_ if k != 'seed'))}")
+                raise ConfigError(
+                    f"{prefix}{section}.{key}",
+                    f"unknown parameter for kind {kind_name}; "
+                    f"valid: {', '.join(sorted(k for k in types_ if k != 'seed'))}",
+                )
     for key in set(fixed) & set(grid):
         raise ConfigError(f"{prefix}grid.{key}", "is also in `fixed`; keep it in one of the two")
     for key, values in grid.items():
@@ -267,8 +301,9 @@ def _expand_experiment(exp: dict, where: str) -> list[Trial]:
         values = {**fixed, **point}
         for seed in seeds:
             cfg = _build(kind.config_cls, {**values, "seed": seed}, prefix, fixed, point)
-            trials.append(Trial(trial_id(kind_name, cfg), setting_id(kind_name, cfg), kind_name, cfg,
-                                resources))
+            trials.append(
+                Trial(trial_id(kind_name, cfg), setting_id(kind_name, cfg), kind_name, cfg, resources)
+            )
     return trials
 
 
@@ -276,7 +311,10 @@ def _build(cls: type, values: dict, prefix: str, fixed: dict, point: dict) -> Tr
     try:
         return from_mapping(cls, values)
     except ConfigError as err:
-        section = "grid" if err.key.split(".")[0].split("[")[0] in point else (
-            "fixed" if err.key.split(".")[0].split("[")[0] in fixed else "config")
+        section = (
+            "grid"
+            if err.key.split(".")[0].split("[")[0] in point
+            else ("fixed" if err.key.split(".")[0].split("[")[0] in fixed else "config")
+        )
         shown = f" (grid point {point})" if point and section != "grid" else ""
         raise ConfigError(f"{prefix}{section}.{err.key}", f"{err.message}{shown}") from None

@@ -1,4 +1,5 @@
 """TensorFlow set-up inside a worker: thread pools sized to the trial's cores, GPU memory growth."""
+
 from __future__ import annotations
 
 import os

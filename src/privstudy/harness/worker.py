@@ -1,4 +1,5 @@
 """Running one trial inside any executor: run the kind's pure function, then write its shards and record."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,10 +50,20 @@ def code_version() -> str:
     """``<package version>+g<commit>[.dirty]`` when run from a git checkout, else the package version."""
     root = Path(__file__).resolve().parents[3]
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
@@ -60,9 +71,11 @@ def code_version() -> str:
 
 def _slurm_ids() -> dict[str, Optional[str]]:
     env = os.environ
-    return {"slurm_job_id": env.get("SLURM_JOB_ID"),
-            "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
-            "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
+    return {
+        "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+        "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID"),
+    }
 
 
 def record_status(study_dir: Path, trial_id: str) -> Optional[str]:
@@ -71,6 +84,7 @@ def record_status(study_dir: Path, trial_id: str) -> Optional[str]:
     if not path.exists():
         return None
     import pyarrow.parquet as pq
+
     return pq.read_table(path, columns=["status"]).column("status")[0].as_py()
 
 
@@ -83,7 +97,43 @@ def _device(kind_uses_tf: bool) -> str:
     if not kind_uses_tf:
         return "cpu"
     from privstudy.harness.tf_setup import device_name
+
     return device_name()
+
+
+def _provenance(task: TrialTask, cfg, **values: Any) -> dict[str, Any]:
+    """The provenance columns of a trial's rows and record; ``values`` sets status, error, slurm ids..."""
+    row: dict[str, Any] = {
+        "study": task.study,
+        "trial_id": task.trial_id,
+        "kind": task.kind,
+        "schema_version": results.SCHEMA_VERSION,
+        "code_version": task.code_version,
+        "seed": cfg.seed,
+        "status": "done",
+        "error": None,
+        "started_at": dt.datetime.now(dt.timezone.utc),
+        "host": socket.gethostname(),
+        "config_json": canonical_json(cfg),
+        "duration_s": 0.0,
+        **_slurm_ids(),
+    }
+    row.update(values)
+    return row
+
+
+def _write_record(
+    task: TrialTask, cfg, provenance: dict[str, Any], row_counts: dict[str, int], device: str
+) -> None:
+    """Write the trial's record: the commit point of a finished trial (shards are written before it)."""
+    record = dict(
+        provenance,
+        setting_id=setting_id(task.kind, cfg),
+        row_counts_json=json.dumps(row_counts, sort_keys=True),
+        device=device,
+    )
+    table = pa.Table.from_pylist([record], schema=results.TRIAL_RECORD)
+    results.write_atomic(results.record_path(Path(task.study_dir), task.trial_id), table)
 
 
 def execute_trial(task: TrialTask) -> TrialOutcome:
@@ -97,19 +147,14 @@ def execute_trial(task: TrialTask) -> TrialOutcome:
         return TrialOutcome(task.trial_id, "skipped", None, 0.0)
     kind = get_kind(task.kind)
     cfg = from_mapping(kind.config_cls, task.config)
-    provenance: dict[str, Any] = {
-        "study": task.study, "trial_id": task.trial_id, "kind": task.kind,
-        "schema_version": results.SCHEMA_VERSION, "code_version": task.code_version,
-        "seed": cfg.seed, "status": "done", "error": None,
-        "started_at": dt.datetime.now(dt.timezone.utc), "host": socket.gethostname(),
-        "config_json": canonical_json(cfg), **_slurm_ids(),
-    }
+    provenance = _provenance(task, cfg)
     start = time.perf_counter()
-    rows_written: dict[str, int] = {}
+    row_counts: dict[str, int] = {}
     device = "cpu"
     try:
         if kind.uses_tensorflow:
             from privstudy.harness.tf_setup import configure_tensorflow
+
             configure_tensorflow(task.cpus)
         device = _device(kind.uses_tensorflow)
         produced = kind.run(cfg)
@@ -118,22 +163,21 @@ def execute_trial(task: TrialTask) -> TrialOutcome:
             raise ValueError(f"kind {task.kind} returned undeclared tables {sorted(unknown)}")
         provenance["duration_s"] = time.perf_counter() - start
         # Convert every table before writing any, so a schema error leaves nothing behind.
-        arrow = {name: results.to_arrow(rows, kind.tables[name], provenance, name)
-                 for name, rows in produced.items()}
+        arrow = {
+            name: results.to_arrow(rows, kind.tables[name], provenance, name)
+            for name, rows in produced.items()
+        }
         for name, table in arrow.items():
             results.write_atomic(results.shard_path(study_dir, name, task.trial_id), table)
-            rows_written[name] = table.num_rows
+            row_counts[name] = table.num_rows
         error = None
     except Exception:  # noqa: BLE001 - any failure of the science is recorded, the sweep carries on
         error = traceback.format_exc()
         provenance.update(status="failed", error=error, duration_s=time.perf_counter() - start)
-        for name in rows_written:
+        for name in row_counts:
             results.shard_path(study_dir, name, task.trial_id).unlink(missing_ok=True)
-        rows_written = {}
-    record = dict(provenance, setting_id=setting_id(task.kind, cfg),
-                  rows_json=json.dumps(rows_written, sort_keys=True), device=device)
-    table = pa.Table.from_pylist([record], schema=results.TRIAL_RECORD)
-    results.write_atomic(results.record_path(study_dir, task.trial_id), table)
+        row_counts = {}
+    _write_record(task, cfg, provenance, row_counts, device)
     last_line = error.strip().splitlines()[-1] if error else None
     return TrialOutcome(task.trial_id, provenance["status"], last_line, provenance["duration_s"])
 
@@ -144,16 +188,17 @@ def write_lost_record(task: TrialTask, reason: str, detail: str, slurm_task: Opt
     ``reason`` is the error's last line (what `privstudy status` shows); ``detail`` goes above it.
     """
     cfg = from_mapping(get_kind(task.kind).config_cls, task.config)
-    now = dt.datetime.now(dt.timezone.utc)
-    record = {"study": task.study, "trial_id": task.trial_id, "kind": task.kind,
-              "schema_version": results.SCHEMA_VERSION, "code_version": task.code_version, "seed": cfg.seed,
-              "status": "failed", "error": f"{detail}\n{reason}", "started_at": now, "host": socket.gethostname(),
-              "config_json": canonical_json(cfg), "slurm_job_id": slurm_task,
-              "slurm_array_job_id": slurm_task.split("_")[0] if slurm_task else None,
-              "slurm_array_task_id": slurm_task.split("_")[1] if slurm_task and "_" in slurm_task else None, "duration_s": 0.0, "setting_id": setting_id(task.kind, cfg),
-              "rows_json": "{}", "device": "unknown"}
-    table = pa.Table.from_pylist([record], schema=results.TRIAL_RECORD)
-    results.write_atomic(results.record_path(Path(task.study_dir), task.trial_id), table)
+    array_job, _, array_task = (slurm_task or "").partition("_")
+    provenance = _provenance(
+        task,
+        cfg,
+        status="failed",
+        error=f"{detail}\n{reason}",
+        slurm_job_id=slurm_task,
+        slurm_array_job_id=array_job or None,
+        slurm_array_task_id=array_task or None,
+    )
+    _write_record(task, cfg, provenance, {}, "unknown")
 
 
 def execute_chunk(tasks: list[TrialTask]) -> list[TrialOutcome]:

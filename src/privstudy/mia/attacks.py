@@ -24,9 +24,11 @@ Attacks (name -> what):
 
 Each example's Gaussians are fitted on the same number of shadows (the smallest IN count, the
 smallest OUT count), with the unbiased variance; with a single shadow per side (M = 4) there is no
-variance to estimate and both variants use a zero spread: use M >= 8. The "global variance" of the fixed-variance LiRA variants is the pooled within-example variance (the
+variance to estimate and both variants use a zero spread: use M >= 8. The "global variance" of the
+fixed-variance LiRA variants is the pooled within-example variance (the
 mean over examples of the per-example variance), not the variance of all scores together.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +39,16 @@ import numpy as np
 from scipy.stats import norm
 
 THRESHOLD_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy")
-ATTACKS = THRESHOLD_ATTACKS + ("shadow", "lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
-                               "reference", "lira_offset", "rmia")
+ATTACKS = THRESHOLD_ATTACKS + (
+    "shadow",
+    "lira_online",
+    "lira_online_fixed",
+    "lira_offline",
+    "lira_offline_fixed",
+    "reference",
+    "lira_offset",
+    "rmia",
+)
 ONLINE = {"lira_online", "lira_online_fixed"}  # need IN and OUT shadows of every example: M >= 4
 EPS_STD = 1e-30
 
@@ -96,7 +106,7 @@ def _gauss_stats(data: ScoreSet, target: int, which: str, fixed: bool) -> tuple[
     mu = _masked_median(vals, mask)
     sd = _masked_std(vals, mask)
     if fixed:
-        sd = np.full_like(sd, np.sqrt(np.nanmean(sd ** 2)))
+        sd = np.full_like(sd, np.sqrt(np.nanmean(sd**2)))
     return mu, sd
 
 
@@ -106,8 +116,9 @@ def lira(data: ScoreSet, target: int, online: bool, fixed: bool) -> np.ndarray:
     mu_out, sd_out = _gauss_stats(data, target, "out", fixed)
     if online:
         if data.n_models < 4:
-            raise ValueError(f"online LiRA needs IN and OUT shadows of every example: n_models >= 4, "
-                             f"got {data.n_models}")
+            raise ValueError(
+                f"online LiRA needs IN and OUT shadows of every example: n_models >= 4, got {data.n_models}"
+            )
         mu_in, sd_in = _gauss_stats(data, target, "in", fixed)
         score = norm.logpdf(obs, mu_in, sd_in + EPS_STD) - norm.logpdf(obs, mu_out, sd_out + EPS_STD)
     else:

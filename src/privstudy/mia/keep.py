@@ -5,6 +5,7 @@ mark IN the models holding the M/2 smallest draws. Every example is then IN for 
 and every model trains on about N/2 examples. The matrix is a pure function of (M, N, seed), so every
 trial of a study computes the same one, and the analysis recomputes it to check the shards.
 """
+
 from __future__ import annotations
 
 import numpy as np

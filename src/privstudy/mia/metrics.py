@@ -7,12 +7,13 @@ an operating point is max(log(TPR/FPR), log((1-FPR)/(1-TPR))) computed with one-
 Clopper-Pearson bounds (TPR from below, FPR from above), as in Jagielski et al. 2020: a differentially
 private training with that epsilon (delta = 0) could not have produced this attack, with 95% confidence.
 """
+
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats as sps
 
-from privstudy.stats import auc as rank_auc
+from privstudy.stats.ranks import auc as rank_auc
 
 FPR_POINTS = (0.001, 0.01, 0.1)
 
@@ -66,16 +67,20 @@ def epsilon_lower_bound(tpr: float, fpr: float, n_pos: int, n_neg: int) -> float
     return float(max(bounds))
 
 
-def attack_metrics(scores: np.ndarray, is_member: np.ndarray,
-                   fpr_points: tuple[float, ...] = FPR_POINTS) -> dict[str, float]:
+def attack_metrics(
+    scores: np.ndarray, is_member: np.ndarray, fpr_points: tuple[float, ...] = FPR_POINTS
+) -> dict[str, float]:
     """AUC, best balanced accuracy, advantage, TPR / PPV / epsilon lower bound at each FPR point."""
     m = np.asarray(is_member, dtype=bool)
     fpr, tpr, _ = roc_curve(scores, m)
     n_pos, n_neg = int(m.sum()), int((~m).sum())
-    out = {"auc": rank_auc(np.asarray(scores, dtype=np.float64), m),
-           "balanced_accuracy": float(np.max((tpr + 1 - fpr) / 2)),
-           "advantage": float(np.max(tpr - fpr)),
-           "n_members": float(n_pos), "n_nonmembers": float(n_neg)}
+    out = {
+        "auc": rank_auc(np.asarray(scores, dtype=np.float64), m),
+        "balanced_accuracy": float(np.max((tpr + 1 - fpr) / 2)),
+        "advantage": float(np.max(tpr - fpr)),
+        "n_members": float(n_pos),
+        "n_nonmembers": float(n_neg),
+    }
     eps = []
     for point in fpr_points:
         t, f = tpr_at_fpr(fpr, tpr, point)

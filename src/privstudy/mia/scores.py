@@ -1,4 +1,5 @@
 """Per-example statistics of a model's output that membership attacks use, computed stably from logits."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,5 +33,12 @@ def example_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarr
     p_y = p[rows, y]
     mentr_other = -(p * log1m).sum(axis=1) + p_y * log1m[rows, y]
     mentr = -(1 - p_y) * logp_y + mentr_other
-    return {"loss": -logp_y, "p_true": p_y, "lira": lira, "entropy": entropy, "mentr": mentr,
-            "correct": z.argmax(axis=1) == y, "probs": p}
+    return {
+        "loss": -logp_y,
+        "p_true": p_y,
+        "lira": lira,
+        "entropy": entropy,
+        "mentr": mentr,
+        "correct": z.argmax(axis=1) == y,
+        "probs": p,
+    }

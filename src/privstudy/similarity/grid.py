@@ -1,4 +1,5 @@
 """The integer query grid {0, g, 2g, ..., grid_size}^d: sizes, seeded samples of points, corners."""
+
 from __future__ import annotations
 
 import itertools
@@ -40,8 +41,9 @@ def ids_to_points(ids: np.ndarray, grid_size: float, granularity: float, n_dims:
 
 
 @lru_cache(maxsize=4)
-def query_points(test_size: int, grid_size: float, granularity: float, n_dims: int,
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+def query_points(
+    test_size: int, grid_size: float, granularity: float, n_dims: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The query points of a setting: ``test_size`` distinct grid points, or the whole grid.
 
     Cached per process, because every trial of a setting shares them and workers run many trials.

@@ -4,6 +4,7 @@ A setting is the set of `mia_train` trials that differ only in the model index (
 model in turn is the target; the others are its shadow / reference models. Per attack, the metrics
 are averaged over targets (mean and 95% Student-t interval).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,16 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from privstudy.analysis.common import AnalysisError, StudyData, intervals, markdown_table, summarise_columns
-from privstudy.analysis.common import save_figure, varying_params, write_table
+from privstudy.analysis.common import (
+    AnalysisError,
+    StudyData,
+    Written,
+    intervals,
+    save_figure,
+    summarise_columns,
+    varying_params,
+    write_table,
+)
 from privstudy.harness import results
 from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, available_attacks, run_attack
 from privstudy.mia.keep import keep_matrix
@@ -22,11 +31,21 @@ from privstudy.mia.metrics import FPR_POINTS, attack_metrics, roc_curve
 
 KIND = "mia_train"
 SHADOW_TARGETS = 8  # the shadow attack trains classifiers per class and target: at most this many targets
-RISK_COLUMNS = ["auc", "balanced_accuracy", "advantage"] + [
-    f"{m}_at_fpr_{p * 100:g}pct" for p in FPR_POINTS for m in ("tpr", "ppv")] + ["eps_lb"]
-SHOWN = [("auc", "AUC"), ("balanced_accuracy", "bal. acc."), ("advantage", "advantage"),
-         ("tpr_at_fpr_0.1pct", "TPR@0.1%FPR"), ("tpr_at_fpr_1pct", "TPR@1%FPR"),
-         ("tpr_at_fpr_10pct", "TPR@10%FPR"), ("ppv_at_fpr_1pct", "PPV@1%FPR"), ("eps_lb", "eps LB")]
+RISK_COLUMNS = (
+    ["auc", "balanced_accuracy", "advantage"]
+    + [f"{m}_at_fpr_{p * 100:g}pct" for p in FPR_POINTS for m in ("tpr", "ppv")]
+    + ["eps_lb"]
+)
+SHOWN = [
+    ("auc", "AUC"),
+    ("balanced_accuracy", "bal. acc."),
+    ("advantage", "advantage"),
+    ("tpr_at_fpr_0.1pct", "TPR@0.1%FPR"),
+    ("tpr_at_fpr_1pct", "TPR@1%FPR"),
+    ("tpr_at_fpr_10pct", "TPR@10%FPR"),
+    ("ppv_at_fpr_1pct", "PPV@1%FPR"),
+    ("eps_lb", "eps LB"),
+]
 FPR_GRID = np.logspace(-4, 0, 81)
 
 
@@ -53,13 +72,17 @@ def score_set(rows: pd.DataFrame, cfg: dict) -> tuple[ScoreSet, np.ndarray, Opti
     model_ids = np.sort(pool["model_index"].unique())
     n = cfg["pool_size"]
     if len(pool) != len(model_ids) * n:
-        raise AnalysisError(f"setting {cfg}: {len(pool)} pool rows for {len(model_ids)} models of {n} examples; "
-                            f"a shard is incomplete")
+        raise AnalysisError(
+            f"setting {cfg}: {len(pool)} pool rows for {len(model_ids)} models of {n} examples; "
+            f"a shard is incomplete"
+        )
     data = _to_scoreset(pool, len(model_ids), n)
     expected = keep_matrix(cfg["n_models"], n, cfg["keep_seed"])[model_ids]
     if not np.array_equal(data.keep, expected):
-        raise AnalysisError(f"setting {cfg}: recorded membership differs from the keep matrix of "
-                            f"(n_models={cfg['n_models']}, pool_size={n}, keep_seed={cfg['keep_seed']})")
+        raise AnalysisError(
+            f"setting {cfg}: recorded membership differs from the keep matrix of "
+            f"(n_models={cfg['n_models']}, pool_size={n}, keep_seed={cfg['keep_seed']})"
+        )
     ext = rows[rows["source"] == "external"].sort_values(["model_index", "example_id"], kind="mergesort")
     external = _to_scoreset(ext, len(model_ids), len(ext) // len(model_ids)) if len(ext) else None
     return data, model_ids, external
@@ -73,13 +96,24 @@ def _to_scoreset(rows: pd.DataFrame, m: int, n: int) -> ScoreSet:
     probs_list = rows["probs"].to_numpy()
     probs = np.stack(probs_list).reshape(m, n, -1).astype(np.float64) if len(probs_list[0]) else None
     labels = rows["label"].to_numpy()[:n]
-    return ScoreSet(keep=mat("is_member").astype(bool), labels=labels, loss=mat("loss").astype(float),
-                    p_true=mat("p_true").astype(float), entropy=mat("entropy").astype(float),
-                    mentr=mat("mentr").astype(float), views=views.astype(float), probs=probs)
+    return ScoreSet(
+        keep=mat("is_member").astype(bool),
+        labels=labels,
+        loss=mat("loss").astype(float),
+        p_true=mat("p_true").astype(float),
+        entropy=mat("entropy").astype(float),
+        mentr=mat("mentr").astype(float),
+        views=views.astype(float),
+        probs=probs,
+    )
 
 
-def attack_rows(data: ScoreSet, model_ids: np.ndarray, attacks: Optional[Sequence[str]] = None,
-                max_targets: Optional[int] = None) -> tuple[pd.DataFrame, dict]:
+def attack_rows(
+    data: ScoreSet,
+    model_ids: np.ndarray,
+    attacks: Optional[Sequence[str]] = None,
+    max_targets: Optional[int] = None,
+) -> tuple[pd.DataFrame, dict]:
     """Metrics of every attack on every target; also each attack's scores on the first target."""
     names = [a for a in available_attacks(data) if attacks is None or a in attacks]
     rows, first = [], {}
@@ -92,27 +126,39 @@ def attack_rows(data: ScoreSet, model_ids: np.ndarray, attacks: Optional[Sequenc
             m = attack_metrics(scores, truth)
             fpr, tpr, _ = roc_curve(scores, truth)
             grid_tpr = np.interp(FPR_GRID, fpr, tpr)
-            rows.append({"attack": name, "target": int(model_ids[t]), **m,
-                         "roc_tpr_json": json.dumps([round(float(v), 6) for v in grid_tpr])})
+            rows.append(
+                {
+                    "attack": name,
+                    "target": int(model_ids[t]),
+                    **m,
+                    "roc_tpr_json": json.dumps([round(float(v), 6) for v in grid_tpr]),
+                }
+            )
             if t == 0:
                 first[name] = scores
     return pd.DataFrame(rows), first
 
 
-def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = None,
-          max_targets: Optional[int] = None) -> list[str]:
+def build(
+    study: StudyData,
+    out_dir: Path,
+    attacks: Optional[Sequence[str]] = None,
+    max_targets: Optional[int] = None,
+) -> list[str]:
     """Write the MIA tables and figures; return the report's Markdown lines."""
     settings = setting_frames(study)
     if not settings:
         return ["No finished mia_train trials yet."]
     params = varying_params([json.dumps(c, sort_keys=True) for _, c, _, _ in settings], ignore=())
     per_target, model_tables, ext_rows, figures, notes = [], [], [], [], []
-    for i, (setting, cfg, rows, models) in enumerate(settings):
+    for i, (_setting, cfg, rows, models) in enumerate(settings):
         data, model_ids, external = score_set(rows, cfg)
         coords = {p: _show(cfg[p]) for p in params}
         label = ", ".join(f"{k}={v}" for k, v in coords.items()) or "all models"
         if len(model_ids) < cfg["n_models"]:
-            notes.append(f"- setting {label}: {len(model_ids)} of {cfg['n_models']} models done; attacks use those")
+            notes.append(
+                f"- setting {label}: {len(model_ids)} of {cfg['n_models']} models done; attacks use those"
+            )
         table, first = attack_rows(data, model_ids, attacks, max_targets)
         table.insert(0, "setting", i)
         for k, v in coords.items():
@@ -124,40 +170,50 @@ def build(study: StudyData, out_dir: Path, attacks: Optional[Sequence[str]] = No
         figures += _figures(table, data, first, external, i, label, out_dir)
     per_target_df = _concat(per_target)
     keys = ["setting"] + params + ["attack"]
-    results.write_text_atomic(out_dir / "tables" / "mia_attack_per_target.csv",
-                              per_target_df.drop(columns="roc_tpr_json").to_csv(index=False, float_format="%.10g"))
+    results.write_text_atomic(
+        out_dir / "tables" / "mia_attack_per_target.csv",
+        per_target_df.drop(columns="roc_tpr_json").to_csv(index=False, float_format="%.10g"),
+    )
     numeric = summarise_columns(per_target_df, keys, RISK_COLUMNS).rename(columns={"n_trials": "n_targets"})
     order = {a: j for j, a in enumerate(per_target_df["attack"].unique())}
     numeric = numeric.sort_values(["setting"], kind="mergesort")
-    numeric = numeric.iloc[np.lexsort((numeric["attack"].map(order), numeric["setting"]))].reset_index(drop=True)
+    numeric = numeric.iloc[np.lexsort((numeric["attack"].map(order), numeric["setting"]))].reset_index(
+        drop=True
+    )
     pretty = numeric[keys + ["n_targets"]].copy()
     for col, name in SHOWN:
         pretty[name] = intervals(numeric, col)
-    files = write_table(out_dir, "mia_risk", numeric, pretty,
-                        "Membership-inference risk per attack (mean [95% CI] over target models)")
+    risk = write_table(
+        out_dir,
+        "mia_risk",
+        numeric,
+        pretty,
+        "Membership-inference risk per attack (mean [95% CI] over target models)",
+    )
     models_all = _concat(model_tables)
     models_all = models_all.assign(gap=models_all["train_accuracy"] - models_all["test_accuracy"])
-    files += _model_table(models_all, params, out_dir)
-    pu_files, pu_figure = _privacy_utility(numeric, models_all, params, out_dir)
-    files += pu_files
+    model_table = _model_table(models_all, params, out_dir)
+    utility, pu_figure = _privacy_utility(numeric, models_all, params, out_dir)
+    files = risk.files + model_table.files + utility.files
     figures.append(pu_figure)
     if ext_rows:
         ext = pd.concat(ext_rows, ignore_index=True)
-        results.write_text_atomic(out_dir / "tables" / "mia_external.csv", ext.to_csv(index=False, float_format="%.10g"))
-        results.write_text_atomic(out_dir / "tables" / "mia_external.md",
-                                  "# Members vs external examples (AUC, mean over targets)\n\n" + markdown_table(ext))
-        files += [out_dir / "tables" / "mia_external.csv", out_dir / "tables" / "mia_external.md"]
+        files += write_table(
+            out_dir, "mia_external", ext, ext, "Members vs external examples (AUC, mean over targets)"
+        ).files
     n_trials = len(study.done_ids(KIND))
-    lines = [f"### Membership inference ({n_trials} model trials, {len(settings)} settings)", "",
-             f"Settings differ in: {', '.join(params) if params else '(one setting)'}. Each model is attacked as "
-             f"the target with the others as shadow / reference models; the shadow attack uses at most "
-             f"{SHADOW_TARGETS} targets.", ""] + notes
+    lines = [
+        f"### Membership inference ({n_trials} model trials, {len(settings)} settings)",
+        "",
+        f"Settings differ in: {', '.join(params) if params else '(one setting)'}. Each model is attacked as "
+        f"the target with the others as shadow / reference models; the shadow attack uses at most "
+        f"{SHADOW_TARGETS} targets.",
+        "",
+    ] + notes
     lines += [f"- [{p.name}](tables/{p.name})" for p in files]
     lines += ["- [mia_attack_per_target.csv](tables/mia_attack_per_target.csv)", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
-    lines += [(out_dir / "tables" / "privacy_utility.md").read_text().split("\n", 2)[2]]
-    lines += [(out_dir / "tables" / "mia_models.md").read_text().split("\n", 2)[2]]
-    lines += [(out_dir / "tables" / "mia_risk.md").read_text().split("\n", 2)[2]]
+    lines += [utility.markdown, model_table.markdown, risk.markdown]
     return lines
 
 
@@ -174,16 +230,22 @@ def _show(v):
     return json.dumps(v) if isinstance(v, (list, dict)) else v
 
 
-def _model_table(models: pd.DataFrame, params: list[str], out_dir: Path) -> list[Path]:
+def _model_table(models: pd.DataFrame, params: list[str], out_dir: Path) -> Written:
     keys = ["setting"] + params
-    numeric = summarise_columns(models, keys, ["train_accuracy", "test_accuracy", "gap", "epochs_run",
-                                               "train_seconds"]).rename(columns={"n_trials": "n_models"})
+    numeric = summarise_columns(
+        models, keys, ["train_accuracy", "test_accuracy", "gap", "epochs_run", "train_s"]
+    ).rename(columns={"n_trials": "n_models"})
     pretty = numeric[keys + ["n_models"]].copy()
-    for col, name in (("train_accuracy", "train acc."), ("test_accuracy", "test acc."), ("gap", "gap"),
-                      ("train_seconds", "train s")):
+    for col, name in (
+        ("train_accuracy", "train acc."),
+        ("test_accuracy", "test acc."),
+        ("gap", "gap"),
+        ("train_s", "train s"),
+    ):
         pretty[name] = intervals(numeric, col)
-    return write_table(out_dir, "mia_models", numeric, pretty,
-                       "Target / shadow models: utility (mean [95% CI] over models)")
+    return write_table(
+        out_dir, "mia_models", numeric, pretty, "Target / shadow models: utility (mean [95% CI] over models)"
+    )
 
 
 PU_ATTACKS = ("loss", "lira_online", "lira_offline")
@@ -193,31 +255,47 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
     """Per setting: utility, the generalisation gap, the threshold and LiRA attacks' AUC and TPR at low
     FPR, DP-SGD's epsilon, training time (mean [95% CI] over models / target models)."""
     keys = ["setting"] + params
-    cols = [c for c in ("train_accuracy", "test_accuracy", "gap", "train_seconds", "eps_epoch", "eps_poisson")
-            if c in models]
+    cols = [
+        c
+        for c in ("train_accuracy", "test_accuracy", "gap", "train_s", "eps_epoch", "eps_poisson")
+        if c in models
+    ]
     numeric = summarise_columns(models, keys, cols).rename(columns={"n_trials": "n_models"})
     for attack in PU_ATTACKS:
         sub = risk[risk["attack"] == attack]
         if not len(sub):
             continue
-        cols = {f"{m}_{k}": f"{attack}_{m}_{k}" for m in ("auc", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct")
-                for k in ("mean", "ci_low", "ci_high")}
+        cols = {
+            f"{m}_{k}": f"{attack}_{m}_{k}"
+            for m in ("auc", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct")
+            for k in ("mean", "ci_low", "ci_high")
+        }
         numeric = numeric.merge(sub[keys + list(cols)].rename(columns=cols), on=keys, how="left")
     pretty = numeric[keys + ["n_models"]].copy()
     shown = [("test_accuracy", "test acc."), ("gap", "gap")]
-    shown += [(f"{a}_{m}", f"{a} {label}") for a in PU_ATTACKS
-              for m, label in (("auc", "AUC"), ("tpr_at_fpr_0.1pct", "TPR@0.1%"), ("tpr_at_fpr_1pct", "TPR@1%"))
-              if f"{a}_{m}_mean" in numeric]
+    shown += [
+        (f"{a}_{m}", f"{a} {label}")
+        for a in PU_ATTACKS
+        for m, label in (("auc", "AUC"), ("tpr_at_fpr_0.1pct", "TPR@0.1%"), ("tpr_at_fpr_1pct", "TPR@1%"))
+        if f"{a}_{m}_mean" in numeric
+    ]
     for col, label in shown:
         pretty[label] = intervals(numeric, col)
     nan = pd.Series(np.nan, index=numeric.index)
     eps_a, eps_b = numeric.get("eps_epoch_mean", nan), numeric.get("eps_poisson_mean", nan)
-    pretty["epsilon (epoch / Poisson)"] = [f"{a:.2f} / {b:.2f}" if not np.isnan(a) else "-" for a, b in zip(eps_a, eps_b)]
-    pretty["train s"] = [f"{v:.1f}" for v in numeric["train_seconds_mean"]]
-    files = write_table(out_dir, "privacy_utility", numeric, pretty,
-                        "Privacy-utility: utility, membership-inference risk and epsilon per setting "
-                        "(mean [95% CI] over models)")
-    return files, _privacy_utility_figure(numeric, params, out_dir)
+    pretty["epsilon (epoch / Poisson)"] = [
+        f"{a:.2f} / {b:.2f}" if not np.isnan(a) else "-" for a, b in zip(eps_a, eps_b)
+    ]
+    pretty["train s"] = [f"{v:.1f}" for v in numeric["train_s_mean"]]
+    written = write_table(
+        out_dir,
+        "privacy_utility",
+        numeric,
+        pretty,
+        "Privacy-utility: utility, membership-inference risk and epsilon per setting "
+        "(mean [95% CI] over models)",
+    )
+    return written, _privacy_utility_figure(numeric, params, out_dir)
 
 
 def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: Path) -> Path:
@@ -226,14 +304,19 @@ def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    attack = next((a for a in ("lira_online", "lira_offline", "loss") if f"{a}_tpr_at_fpr_1pct_mean" in numeric), None)
+    attack = next(
+        (a for a in ("lira_online", "lira_offline", "loss") if f"{a}_tpr_at_fpr_1pct_mean" in numeric), None
+    )
     fig, ax = plt.subplots(figsize=(7, 5))
     labels: list = []
     if attack is not None:
         col = lambda name: numeric[name].to_numpy(dtype=float)  # noqa: E731
         x, y = col(f"{attack}_tpr_at_fpr_1pct_mean"), col("test_accuracy_mean")
-        xerr = np.nan_to_num(np.vstack([x - col(f"{attack}_tpr_at_fpr_1pct_ci_low"),
-                                        col(f"{attack}_tpr_at_fpr_1pct_ci_high") - x]))
+        xerr = np.nan_to_num(
+            np.vstack(
+                [x - col(f"{attack}_tpr_at_fpr_1pct_ci_low"), col(f"{attack}_tpr_at_fpr_1pct_ci_high") - x]
+            )
+        )
         yerr = np.nan_to_num(np.vstack([y - col("test_accuracy_ci_low"), col("test_accuracy_ci_high") - y]))
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2)
         # Label each point with what sets it apart: the parameters that differ from their most common value.
@@ -252,28 +335,47 @@ def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: P
     ax.grid(alpha=0.3)
     fig.tight_layout()  # before the labels, which may run past the axes and must not shrink them
     for lx, ly, text in labels:
-        ax.annotate(text, (lx, ly), fontsize=6, xytext=(4, 3), textcoords="offset points", annotation_clip=False)
+        ax.annotate(
+            text, (lx, ly), fontsize=6, xytext=(4, 3), textcoords="offset points", annotation_clip=False
+        )
     path = save_figure(fig, out_dir, "privacy_utility")
     return path
 
 
 def _external_rows(data: ScoreSet, ext: ScoreSet, setting: int, coords: dict) -> pd.DataFrame:
     rows = []
-    stat = {"loss": lambda d, t: -d.loss[t], "confidence": lambda d, t: d.p_true[t],
-            "entropy": lambda d, t: -d.entropy[t], "modified_entropy": lambda d, t: -d.mentr[t]}
     for name in THRESHOLD_ATTACKS:
         m_vs_e, n_vs_e = [], []
         for t in range(data.n_models):
-            mem, non, ex = stat[name](data, t)[data.keep[t]], stat[name](data, t)[~data.keep[t]], stat[name](ext, t)
-            m_vs_e.append(attack_metrics(np.r_[mem, ex], np.r_[np.ones(len(mem), bool), np.zeros(len(ex), bool)])["auc"])
-            n_vs_e.append(attack_metrics(np.r_[non, ex], np.r_[np.ones(len(non), bool), np.zeros(len(ex), bool)])["auc"])
-        rows.append({"setting": setting, **coords, "attack": name, "auc_members_vs_external": float(np.mean(m_vs_e)),
-                     "auc_nonmembers_vs_external": float(np.mean(n_vs_e))})
+            own, ex = run_attack(name, data, t), run_attack(name, ext, t)
+            mem, non = own[data.keep[t]], own[~data.keep[t]]
+            m_vs_e.append(
+                attack_metrics(np.r_[mem, ex], np.r_[np.ones(len(mem), bool), np.zeros(len(ex), bool)])["auc"]
+            )
+            n_vs_e.append(
+                attack_metrics(np.r_[non, ex], np.r_[np.ones(len(non), bool), np.zeros(len(ex), bool)])["auc"]
+            )
+        rows.append(
+            {
+                "setting": setting,
+                **coords,
+                "attack": name,
+                "auc_members_vs_external": float(np.mean(m_vs_e)),
+                "auc_nonmembers_vs_external": float(np.mean(n_vs_e)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def _figures(table: pd.DataFrame, data: ScoreSet, first: dict, external: Optional[ScoreSet], setting: int,
-             label: str, out_dir: Path) -> list[Path]:
+def _figures(
+    table: pd.DataFrame,
+    data: ScoreSet,
+    first: dict,
+    external: Optional[ScoreSet],
+    setting: int,
+    label: str,
+    out_dir: Path,
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,8 +387,13 @@ def _figures(table: pd.DataFrame, data: ScoreSet, first: dict, external: Optiona
     for i, (name, g) in enumerate(table.groupby("attack", sort=False)):
         tpr = np.mean([json.loads(s) for s in g["roc_tpr_json"]], axis=0)
         auc = g["auc"].mean()
-        ax.loglog(FPR_GRID, np.maximum(tpr, 1e-5), color=colours[(2 * i) % 20 + (i >= 10)],
-                  ls="-" if i < 8 else "--", label=f"{name} (AUC {auc:.3f})")
+        ax.loglog(
+            FPR_GRID,
+            np.maximum(tpr, 1e-5),
+            color=colours[(2 * i) % 20 + (i >= 10)],
+            ls="-" if i < 8 else "--",
+            label=f"{name} (AUC {auc:.3f})",
+        )
     ax.loglog(FPR_GRID, FPR_GRID, "k--", lw=0.8, label="chance")
     ax.set_xlim(1e-4, 1)
     ax.set_ylim(1e-4, 1)

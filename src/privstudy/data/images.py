@@ -1,23 +1,19 @@
 """Image datasets in their standard public formats, as uint8 arrays (n, height, width, channels).
 
-Where each dataset is looked for, in order (the first hit wins):
-
-* ``data_dir`` (a trial parameter), and its sub-folder named after the dataset;
-* ``$PRIVSTUDY_DATA`` and its sub-folder named after the dataset;
-* Keras' cache, ``$KERAS_HOME/datasets`` or ``~/.keras/datasets`` (what ``keras.datasets.*.load_data()``
-  and ``privstudy data fetch`` download into);
-* for fashion_mnist, Debian's ``/usr/share/dataset-fashion-mnist`` (package ``dataset-fashion-mnist``).
+Each dataset is looked for in the folders of ``privstudy.data.locate`` (``data_dir``, ``$PRIVSTUDY_DATA``,
+Keras' cache), and for fashion_mnist also in Keras' ``fashion-mnist`` folder and Debian's
+``/usr/share/dataset-fashion-mnist`` (package ``dataset-fashion-mnist``); the first hit wins.
 
 In each place, the formats read are: ``cifar10.npz`` / ``cifar100.npz`` / ``fashion_mnist.npz``
 (arrays ``x_train, y_train, x_test, y_test``), the official ``cifar-10-batches-py/`` and
 ``cifar-100-python/`` pickle folders, and the four Fashion-MNIST idx ``.gz`` files. ``digits`` is
 scikit-learn's built-in 8x8 digits (1,797 images, no download), the default of demos and tests.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import os
 import pickle
 import struct
 from pathlib import Path
@@ -25,17 +21,29 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from privstudy.data import locate
+
 IMAGE_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "digits")
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-FASHION_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                  "Ankle boot")
-FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                 "t10k-labels-idx1-ubyte.gz")
+FASHION_LABELS = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+FASHION_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 DEBIAN_FASHION = Path("/usr/share/dataset-fashion-mnist")
-
-
-class DataMissing(FileNotFoundError):
-    """A dataset is in none of the places looked at; the message lists them and how to get it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,21 +66,10 @@ class ImageData:
         return np.concatenate([self.x_train, self.x_test]), np.concatenate([self.y_train, self.y_test])
 
 
-def keras_cache() -> Path:
-    """Keras' dataset cache folder."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
-
-
 def search_dirs(name: str, data_dir: Optional[str] = None) -> list[Path]:
-    """The folders looked in for dataset ``name``, in order."""
-    roots: list[Path] = []
-    for base in (data_dir, os.environ.get("PRIVSTUDY_DATA")):
-        if base:
-            roots += [Path(base).expanduser(), Path(base).expanduser() / name]
-    roots.append(keras_cache())
-    if name == "fashion_mnist":
-        roots += [keras_cache() / "fashion-mnist", DEBIAN_FASHION]
-    return roots
+    """The folders looked in for image dataset ``name``, in order."""
+    extra = [locate.keras_cache() / "fashion-mnist", DEBIAN_FASHION] if name == "fashion_mnist" else []
+    return locate.search_dirs(name, data_dir, extra)
 
 
 def _check_arrays(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +84,9 @@ def _read_npz(path: Path, labels: tuple[str, ...]) -> ImageData:
     with np.load(path, allow_pickle=False) as f:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
         if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}; expected x_train, y_train, x_test, y_test")
+            raise ValueError(
+                f"{path}: missing arrays {sorted(missing)}; expected x_train, y_train, x_test, y_test"
+            )
         xtr, ytr = _check_arrays(f["x_train"], f["y_train"], str(path))
         xte, yte = _check_arrays(f["x_test"], f["y_test"], str(path))
         names = tuple(str(s) for s in f["label_names"]) if "label_names" in f.files else labels
@@ -139,7 +138,7 @@ def read_idx(path: Path) -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte idx file (magic {raw[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: {data.size} values for shape {shape} (truncated file?)")
@@ -161,38 +160,47 @@ def _digits() -> ImageData:
     x = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
     y = d.target.astype(np.int64)
     empty_x = np.zeros((0,) + x.shape[1:], dtype=np.uint8)
-    return ImageData(x, y, empty_x, np.zeros(0, dtype=np.int64), tuple(str(i) for i in range(10)),
-                     "sklearn.datasets.load_digits")
+    return ImageData(
+        x,
+        y,
+        empty_x,
+        np.zeros(0, dtype=np.int64),
+        tuple(str(i) for i in range(10)),
+        "sklearn.datasets.load_digits",
+    )
 
 
 # name -> [(what to look for in a folder, how to read it)]
 _FORMATS: dict[str, list[tuple[str, Callable[[Path], ImageData]]]] = {
-    "cifar10": [("cifar10.npz", lambda p: _read_npz(p, CIFAR10_LABELS)),
-                ("cifar-10-batches-py", _read_cifar10_batches)],
-    "cifar100": [("cifar100.npz", lambda p: _read_npz(p, tuple(f"class_{i}" for i in range(100)))),
-                 ("cifar-100-python", _read_cifar100_pickles)],
-    "fashion_mnist": [("fashion_mnist.npz", lambda p: _read_npz(p, FASHION_LABELS)),
-                      (FASHION_FILES[0], lambda p: _read_fashion(p.parent))],
+    "cifar10": [
+        ("cifar10.npz", lambda p: _read_npz(p, CIFAR10_LABELS)),
+        ("cifar-10-batches-py", _read_cifar10_batches),
+    ],
+    "cifar100": [
+        ("cifar100.npz", lambda p: _read_npz(p, tuple(f"class_{i}" for i in range(100)))),
+        ("cifar-100-python", _read_cifar100_pickles),
+    ],
+    "fashion_mnist": [
+        ("fashion_mnist.npz", lambda p: _read_npz(p, FASHION_LABELS)),
+        (FASHION_FILES[0], lambda p: _read_fashion(p.parent)),
+    ],
 }
 
 _HOW_TO_GET = {
     "cifar10": "run `privstudy data fetch cifar10` on a machine with internet (Keras' cache), or put "
-               "cifar10.npz (x_train, y_train, x_test, y_test) or the official cifar-10-batches-py/ folder "
-               "in data_dir",
+    "cifar10.npz (x_train, y_train, x_test, y_test) or the official cifar-10-batches-py/ folder "
+    "in data_dir",
     "cifar100": "run `privstudy data fetch cifar100` on a machine with internet, or put cifar100.npz or "
-                "the official cifar-100-python/ folder in data_dir",
+    "the official cifar-100-python/ folder in data_dir",
     "fashion_mnist": "run `privstudy data fetch fashion_mnist` on a machine with internet, install Debian's "
-                     "dataset-fashion-mnist, or put the four idx .gz files in data_dir",
+    "dataset-fashion-mnist, or put the four idx .gz files in data_dir",
 }
 
 
 def find(name: str, data_dir: Optional[str] = None) -> Optional[Path]:
     """The first file or folder that holds dataset ``name``, or None."""
-    for folder in search_dirs(name, data_dir):
-        for pattern, _ in _FORMATS[name]:
-            if (folder / pattern).exists():
-                return folder / pattern
-    return None
+    hit = locate.find(search_dirs(name, data_dir), _FORMATS[name])
+    return hit[0] if hit else None
 
 
 def load_images(name: str, data_dir: Optional[str] = None) -> ImageData:
@@ -201,12 +209,7 @@ def load_images(name: str, data_dir: Optional[str] = None) -> ImageData:
         return _digits()
     if name not in _FORMATS:
         raise ValueError(f"unknown image dataset {name!r}; valid: {', '.join(IMAGE_DATASETS)}")
-    for folder in search_dirs(name, data_dir):
-        for pattern, reader in _FORMATS[name]:
-            if (folder / pattern).exists():
-                return reader(folder / pattern)
-    looked = ", ".join(str(p) for p in search_dirs(name, data_dir))
-    raise DataMissing(f"{name} not found (looked in {looked}); {_HOW_TO_GET[name]}")
+    return locate.load_first(name, search_dirs(name, data_dir), _FORMATS[name], _HOW_TO_GET[name])
 
 
 def fetch(name: str) -> str:
@@ -218,4 +221,4 @@ def fetch(name: str) -> str:
     import tensorflow as tf
 
     getattr(tf.keras.datasets, name).load_data()
-    return str(find(name) or keras_cache())
+    return str(find(name) or locate.keras_cache())

@@ -1,4 +1,5 @@
-"""Linear classifiers trained by linear programming (scipy's HiGHS): the published slack LP and a max-margin LP."""
+"""Linear classifiers trained by linear programming (HiGHS): the published slack LP and a max-margin LP."""
+
 from __future__ import annotations
 
 import dataclasses

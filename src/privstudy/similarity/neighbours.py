@@ -2,6 +2,7 @@
 
 The normalised angular distance between u and v is arccos(cos_sim(u, v)) / pi, in [0, 1].
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -21,9 +22,15 @@ def angular(cos_sim: np.ndarray) -> np.ndarray:
     return np.arccos(np.clip(np.asarray(cos_sim, dtype=np.float64), -1.0, 1.0)) / np.pi
 
 
-def nearest_angular(queries: np.ndarray, refs: np.ndarray, query_ref_index: Optional[np.ndarray] = None,
-                    query_labels: Optional[np.ndarray] = None, ref_labels: Optional[np.ndarray] = None,
-                    block: int = 4096, use_gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def nearest_angular(
+    queries: np.ndarray,
+    refs: np.ndarray,
+    query_ref_index: Optional[np.ndarray] = None,
+    query_labels: Optional[np.ndarray] = None,
+    ref_labels: Optional[np.ndarray] = None,
+    block: int = 4096,
+    use_gpu: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """For each query, the nearest reference by angular distance, and its index.
 
     Args:
@@ -46,6 +53,7 @@ def nearest_angular(queries: np.ndarray, refs: np.ndarray, query_ref_index: Opti
         return np.full(n, np.inf), best_idx
     if use_gpu:
         import tensorflow as tf
+
         rt = tf.constant(rn)
     for start in range(0, n, block):
         stop = min(n, start + block)

@@ -1,7 +1,7 @@
 """IMDB movie reviews (Maas et al. 2011) in their standard public formats, as raw text and 0/1 labels.
 
-Looked for, in order, in ``data_dir`` (and ``data_dir/imdb``), ``$PRIVSTUDY_DATA`` (and its ``imdb``),
-and Keras' cache; in each place these formats, first hit wins:
+Looked for in the folders of ``privstudy.data.locate`` (``data_dir``, ``$PRIVSTUDY_DATA``, Keras' cache,
+each with its ``imdb`` sub-folder); in each place these formats, first hit wins:
 
 * ``imdb_aclImdb_labeled.csv.gz`` / ``.csv``: columns ``split,label,rating,id,text``;
 * ``aclImdb/``: the original folder, ``{train,test}/{pos,neg}/<id>_<rating>.txt``;
@@ -11,11 +11,11 @@ and Keras' cache; in each place these formats, first hit wins:
 
 HTML line breaks (``<br />``) are replaced by spaces.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,7 +23,8 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from privstudy.dataloader import DataMissing, keras_cache
+from privstudy.data import locate
+from privstudy.data.locate import DataMissing
 
 _BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
 SHARED_CSV = "imdb_aclImdb_labeled.csv.gz"
@@ -54,7 +55,9 @@ def _read_shared_csv(path: Path) -> TextData:
     missing = {"split", "label", "text"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}; expected split,label,rating,id,text")
-    return _make(df["text"].to_numpy(dtype=object), df["label"], df["split"].to_numpy(dtype=object), str(path))
+    return _make(
+        df["text"].to_numpy(dtype=object), df["label"], df["split"].to_numpy(dtype=object), str(path)
+    )
 
 
 def _read_acl(folder: Path) -> TextData:
@@ -64,8 +67,10 @@ def _read_acl(folder: Path) -> TextData:
             d = folder / part / sentiment
             if not d.is_dir():
                 continue
-            for f in sorted(d.glob("*.txt"), key=lambda p: (int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit()
-                                                            else 0, p.name)):
+            for f in sorted(
+                d.glob("*.txt"),
+                key=lambda p: (int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit() else 0, p.name),
+            ):
                 texts.append(f.read_text(encoding="utf-8", errors="replace"))
                 labels.append(label)
                 split.append(part)
@@ -81,16 +86,24 @@ def _read_kaggle(path: Path) -> TextData:
     sentiment = df["sentiment"].str.strip().str.lower()
     bad = ~sentiment.isin(["positive", "negative"])
     if bad.any():
-        raise ValueError(f"{path}: sentiment must be positive or negative (row {int(np.flatnonzero(bad)[0]) + 2})")
-    return _make(df["review"].to_numpy(dtype=object), (sentiment == "positive").astype(int), ["all"] * len(df),
-                 str(path))
+        raise ValueError(
+            f"{path}: sentiment must be positive or negative (row {int(np.flatnonzero(bad)[0]) + 2})"
+        )
+    return _make(
+        df["review"].to_numpy(dtype=object),
+        (sentiment == "positive").astype(int),
+        ["all"] * len(df),
+        str(path),
+    )
 
 
 def _read_keras_npz(path: Path) -> TextData:
     index_path = path.parent / "imdb_word_index.json"
     if not index_path.exists():
-        raise DataMissing(f"{path} holds word ids; decoding them needs {index_path} "
-                          f"(`privstudy data fetch imdb` downloads both)")
+        raise DataMissing(
+            f"{path} holds word ids; decoding them needs {index_path} "
+            f"(`privstudy data fetch imdb` downloads both)"
+        )
     word_index = json.loads(index_path.read_text())
     # keras.datasets.imdb: id = word rank + 3 (0 padding, 1 start, 2 out-of-vocabulary)
     words = {i + 3: w for w, i in word_index.items()}
@@ -106,38 +119,34 @@ def _read_keras_npz(path: Path) -> TextData:
 
 
 _FORMATS: list[tuple[str, Callable[[Path], TextData]]] = [
-    (SHARED_CSV, _read_shared_csv), ("imdb_aclImdb_labeled.csv", _read_shared_csv), ("aclImdb", _read_acl),
-    ("IMDB Dataset.csv", _read_kaggle), ("imdb.npz", _read_keras_npz),
+    (SHARED_CSV, _read_shared_csv),
+    ("imdb_aclImdb_labeled.csv", _read_shared_csv),
+    ("aclImdb", _read_acl),
+    ("IMDB Dataset.csv", _read_kaggle),
+    ("imdb.npz", _read_keras_npz),
 ]
 
 
 def search_dirs(name: str = "imdb", data_dir: Optional[str] = None) -> list[Path]:
     """The folders looked in, in order."""
-    roots: list[Path] = []
-    for base in (data_dir, os.environ.get("PRIVSTUDY_DATA")):
-        if base:
-            roots += [Path(base).expanduser(), Path(base).expanduser() / name]
-    return roots + [keras_cache()]
+    return locate.search_dirs(name, data_dir)
 
 
 def find(name: str = "imdb", data_dir: Optional[str] = None) -> Optional[Path]:
     """The first file or folder holding IMDB, or None."""
-    for folder in search_dirs(name, data_dir):
-        for pattern, _ in _FORMATS:
-            if (folder / pattern).exists():
-                return folder / pattern
-    return None
+    hit = locate.find(search_dirs(name, data_dir), _FORMATS)
+    return hit[0] if hit else None
 
 
 def load_imdb(data_dir: Optional[str] = None) -> TextData:
     """Load IMDB from the first place and format found; DataMissing names the places and the fix."""
-    for folder in search_dirs("imdb", data_dir):
-        for pattern, reader in _FORMATS:
-            if (folder / pattern).exists():
-                return reader(folder / pattern)
-    looked = ", ".join(str(p) for p in search_dirs("imdb", data_dir))
-    raise DataMissing(f"imdb not found (looked in {looked}); run `privstudy data fetch imdb` on a machine with "
-                      f"internet, or put the aclImdb/ folder, 'IMDB Dataset.csv' or {SHARED_CSV} in data_dir")
+    return locate.load_first(
+        "imdb",
+        search_dirs("imdb", data_dir),
+        _FORMATS,
+        f"run `privstudy data fetch imdb` on a machine with internet, or put the aclImdb/ "
+        f"folder, 'IMDB Dataset.csv' or {SHARED_CSV} in data_dir",
+    )
 
 
 def fetch(name: str = "imdb") -> str:
@@ -146,4 +155,4 @@ def fetch(name: str = "imdb") -> str:
 
     tf.keras.datasets.imdb.load_data()
     tf.keras.datasets.imdb.get_word_index()
-    return str(find(name) or keras_cache())
+    return str(find(name) or locate.keras_cache())

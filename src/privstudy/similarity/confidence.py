@@ -1,4 +1,5 @@
-"""Confidence-vs-similarity summaries shared by the LP and the image pipelines: extreme sets and binned curves."""
+"""Confidence-vs-similarity summaries of the LP and the image pipelines: extreme sets and binned curves."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,0 +1,1 @@
+"""Datasets in their standard public formats: images, text, and where their files are found."""

@@ -1,0 +1,1 @@
+"""Defences against membership inference: DP-SGD, adversarial regularisation, output release."""

@@ -1,1 +1,0 @@
-"""The linear-programming pipeline: the query grid and LP-trained linear classifiers."""

@@ -1,0 +1,1 @@
+"""Keras models of the studies (images, text) and the training loop that fits them."""

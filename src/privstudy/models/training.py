@@ -1,0 +1,175 @@
+"""The training loop of every Keras model of the studies, its seeding, and reading logits and features."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and TensorFlow; optionally make TensorFlow's ops deterministic."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def is_binary(model) -> bool:
+    """Whether the model ends in one sigmoid unit (a binary task)."""
+    return int(model.output_shape[-1]) == 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """How a model is trained (the optimizer itself is passed to ``fit``: it is stateful)."""
+
+    epochs: int  # most training epochs
+    batch_size: int
+    learning_rate: float = 1e-3  # of the default Adam optimizer
+    patience: Optional[int] = None  # early stopping on validation loss (best weights restored); None: off
+    min_delta: float = 1e-3  # smallest validation-loss improvement that resets the patience
+    label_smoothing: float = 0.0  # alpha of the cross-entropy
+    augment: bool = False  # random mirror and 4-pixel shifts (images)
+    seed: int = 0  # of the data order and the augmentation
+    dp_loss: bool = False  # per-example loss and full batches, as tensorflow-privacy's DP optimizers need
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What training did: epochs run, the epoch whose weights were kept, wall time."""
+
+    epochs_run: int
+    best_epoch: int
+    train_s: float
+
+
+def fit(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    opts: FitOptions,
+    validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    optimizer: Any = None,
+) -> FitResult:
+    """Train ``model`` on (x, y) as ``opts`` says, with Adam unless an ``optimizer`` is given.
+
+    Args:
+        model: a Keras model from ``privstudy.models`` (softmax or one sigmoid output).
+        x: (n, ...) inputs; y: (n,) integer labels.
+        opts: the training options.
+        validation: (x_val, y_val) for early stopping (needed when ``opts.patience`` is set).
+        optimizer: e.g. a tensorflow-privacy DP optimizer (with ``opts.dp_loss``).
+    """
+    import tensorflow as tf
+
+    binary = is_binary(model)
+    n_classes = 2 if binary else int(model.output_shape[-1])
+    # DP optimizers clip per-example (per-microbatch) gradients: they need the loss of every example.
+    reduction = tf.keras.losses.Reduction.NONE if opts.dp_loss else tf.keras.losses.Reduction.AUTO
+    if binary:
+        loss = tf.keras.losses.BinaryCrossentropy(label_smoothing=opts.label_smoothing, reduction=reduction)
+        y_fit = np.asarray(y, np.float32).reshape(-1, 1)
+        val = (
+            None
+            if validation is None
+            else (validation[0], np.asarray(validation[1], np.float32).reshape(-1, 1))
+        )
+    elif opts.label_smoothing > 0:
+        loss = tf.keras.losses.CategoricalCrossentropy(
+            label_smoothing=opts.label_smoothing, reduction=reduction
+        )
+        y_fit = tf.keras.utils.to_categorical(y, n_classes)
+        val = (
+            None
+            if validation is None
+            else (validation[0], tf.keras.utils.to_categorical(validation[1], n_classes))
+        )
+    else:
+        loss = tf.keras.losses.SparseCategoricalCrossentropy(reduction=reduction)
+        y_fit, val = y, validation
+    model.compile(
+        optimizer=optimizer or tf.keras.optimizers.Adam(opts.learning_rate), loss=loss, metrics=["accuracy"]
+    )
+    callbacks = []
+    if opts.patience is not None:
+        if validation is None:
+            raise ValueError("early stopping needs a validation set")
+        callbacks.append(
+            tf.keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                min_delta=opts.min_delta,
+                patience=opts.patience,
+                restore_best_weights=True,
+            )
+        )
+    data: Any = x
+    if opts.augment:
+        data = _augmented(x, y_fit, opts.batch_size, opts.seed)
+        y_arg, bs = None, None
+    elif opts.dp_loss:
+        # Microbatching reshapes each batch: every batch must be full.
+        data = (
+            tf.data.Dataset.from_tensor_slices((x, y_fit))
+            .shuffle(len(x), seed=opts.seed)
+            .batch(opts.batch_size, drop_remainder=True)
+        )
+        y_arg, bs = None, None
+    else:
+        y_arg, bs = y_fit, opts.batch_size
+    start = time.perf_counter()
+    hist = model.fit(
+        data,
+        y_arg,
+        batch_size=bs,
+        epochs=opts.epochs,
+        validation_data=val,
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=True,
+    )
+    train_s = time.perf_counter() - start
+    run = len(hist.history.get("loss", []))
+    best = run
+    if opts.patience is not None and "val_loss" in hist.history:
+        best = int(np.argmin(hist.history["val_loss"])) + 1
+    return FitResult(epochs_run=run, best_epoch=best, train_s=train_s)
+
+
+def _augmented(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    import tensorflow as tf
+
+    pad = 4
+
+    def aug(img, label):
+        img = tf.image.random_flip_left_right(img)
+        h, w = img.shape[0], img.shape[1]
+        img = tf.image.pad_to_bounding_box(img, pad, pad, h + 2 * pad, w + 2 * pad)
+        img = tf.image.random_crop(img, (h, w, img.shape[2]))
+        return img, label
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def logits_of(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """The model's pre-softmax outputs (float64), (n, classes); a binary model's logit z becomes (0, z),
+    whose softmax is (1 - sigmoid(z), sigmoid(z))."""
+    import tensorflow as tf
+
+    sub = tf.keras.Model(model.input, model.get_layer("logits").output)
+    z = sub.predict(x, batch_size=batch_size, verbose=0).astype(np.float64)
+    if z.shape[1] == 1:
+        z = np.concatenate([np.zeros_like(z), z], axis=1)
+    return z
+
+
+def features_of(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """The 128-d outputs of the ``features`` layer."""
+    import tensorflow as tf
+
+    sub = tf.keras.Model(model.input, model.get_layer("features").output)
+    return sub.predict(x, batch_size=batch_size, verbose=0)

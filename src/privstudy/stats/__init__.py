@@ -1,0 +1,1 @@
+"""Statistics: rank AUC and Spearman correlation (`ranks`), intervals and bounds (`intervals`)."""
