@@ -216,13 +216,18 @@ MODEL = pa.schema(
         ("train_s", pa.float64()),
         ("n_params", pa.int64()),
         ("n_holdout", pa.int64()),
-        ("eps_epoch", pa.float64()),  # DP-SGD epsilon, each example once per epoch (NaN without DP-SGD)
-        ("eps_poisson", pa.float64()),  # DP-SGD epsilon assuming Poisson sampling
+        # DP-SGD epsilon at dp_delta (NaN without DP-SGD): RDP / PLD accountant; each example once per
+        # epoch / assuming Poisson sampling
+        ("eps_rdp_epoch", pa.float64()),
+        ("eps_rdp_poisson", pa.float64()),
+        ("eps_pld_epoch", pa.float64()),
+        ("eps_pld_poisson", pa.float64()),
         ("dp_delta", pa.float64()),
     ]
 )
 
 TABLES = {"mia_scores": SCORES, "mia_model": MODEL}
+EPS_COLUMNS = ("rdp_epoch", "rdp_poisson", "pld_epoch", "pld_poisson")  # the eps_* columns of mia_model
 
 
 @dataclasses.dataclass
@@ -380,20 +385,16 @@ def run(cfg: MiaTrainConfig) -> dict[str, pd.DataFrame]:
             )
         )
     scores = pd.concat(frames, ignore_index=True)
-    eps_epoch = eps_poisson = delta = float("nan")
     n_train = int(train.sum())
+    eps = {f"eps_{k}": float("nan") for k in EPS_COLUMNS}
+    delta = float("nan")
     if cfg.uses_dp:
-        from privstudy.defences.dp import default_delta, epsilons
+        from privstudy.defences.dp import default_delta, epsilons, microbatch_size
 
         delta = cfg.dp_delta if cfg.dp_delta is not None else default_delta(n_train)
-        eps_epoch, eps_poisson, _ = epsilons(
-            n_train,
-            cfg.batch_size,
-            fr.epochs_run,
-            cfg.dp_noise_multiplier,
-            delta,
-            used_microbatching=(cfg.dp_microbatches or cfg.batch_size) > 1,
-        )
+        size = microbatch_size(cfg.batch_size, cfg.dp_microbatches)
+        found = epsilons(n_train, cfg.batch_size, fr.epochs_run, cfg.dp_noise_multiplier, delta, size)
+        eps = {f"eps_{k}": v for k, v in found.items()}
     out = ~train
     model_row = pd.DataFrame(
         [
@@ -408,8 +409,7 @@ def run(cfg: MiaTrainConfig) -> dict[str, pd.DataFrame]:
                 "train_s": fr.train_s,
                 "n_params": int(model.count_params()),
                 "n_holdout": len(pool.y_hold),
-                "eps_epoch": eps_epoch,
-                "eps_poisson": eps_poisson,
+                **eps,
                 "dp_delta": delta,
             }
         ]

@@ -248,6 +248,7 @@ def _model_table(models: pd.DataFrame, params: list[str], out_dir: Path) -> Writ
     )
 
 
+EPS = ("eps_rdp_epoch", "eps_rdp_poisson", "eps_pld_epoch", "eps_pld_poisson")  # DP-SGD epsilon columns
 PU_ATTACKS = ("loss", "lira_online", "lira_offline")
 
 
@@ -255,11 +256,7 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
     """Per setting: utility, the generalisation gap, the threshold and LiRA attacks' AUC and TPR at low
     FPR, DP-SGD's epsilon, training time (mean [95% CI] over models / target models)."""
     keys = ["setting"] + params
-    cols = [
-        c
-        for c in ("train_accuracy", "test_accuracy", "gap", "train_s", "eps_epoch", "eps_poisson")
-        if c in models
-    ]
+    cols = [c for c in ("train_accuracy", "test_accuracy", "gap", "train_s", *EPS) if c in models]
     numeric = summarise_columns(models, keys, cols).rename(columns={"n_trials": "n_models"})
     for attack in PU_ATTACKS:
         sub = risk[risk["attack"] == attack]
@@ -282,10 +279,12 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
     for col, label in shown:
         pretty[label] = intervals(numeric, col)
     nan = pd.Series(np.nan, index=numeric.index)
-    eps_a, eps_b = numeric.get("eps_epoch_mean", nan), numeric.get("eps_poisson_mean", nan)
-    pretty["epsilon (epoch / Poisson)"] = [
-        f"{a:.2f} / {b:.2f}" if not np.isnan(a) else "-" for a, b in zip(eps_a, eps_b)
-    ]
+    for accountant in ("rdp", "pld"):
+        eps_a = numeric.get(f"eps_{accountant}_epoch_mean", nan)
+        eps_b = numeric.get(f"eps_{accountant}_poisson_mean", nan)
+        pretty[f"epsilon {accountant.upper()} (epoch / Poisson)"] = [
+            f"{a:.2f} / {b:.2f}" if not np.isnan(a) else "-" for a, b in zip(eps_a, eps_b)
+        ]
     pretty["train s"] = [f"{v:.1f}" for v in numeric["train_s_mean"]]
     written = write_table(
         out_dir,
@@ -323,9 +322,9 @@ def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: P
         modes = {p: numeric[p].astype(str).mode().iloc[0] for p in params}
         for i, r in enumerate(numeric.to_dict("records")):
             label = ", ".join(f"{p}={r[p]}" for p in params if str(r[p]) != modes[p]) or "baseline"
-            eps = r.get("eps_epoch_mean")
+            eps = r.get("eps_pld_epoch_mean")
             if eps is not None and not np.isnan(eps):  # noqa: SIM102
-                label = f"eps={eps:.2f}: {label}"
+                label = f"eps(PLD)={eps:.2f}: {label}"
             labels.append((x[i], y[i], label[:70]))
         ax.axvline(0.01, color="k", ls="--", lw=0.8, label="chance (TPR = FPR)")
         ax.set_xlabel(f"{attack}: TPR at 1% FPR")

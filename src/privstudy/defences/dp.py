@@ -1,9 +1,9 @@
 """DP-SGD with tensorflow-privacy's Keras optimizers, and the privacy budget it spends.
 
-Epsilon comes from ``tensorflow_privacy.compute_dp_sgd_privacy_statement`` (RDP accountant,
-add-or-remove-one-example adjacency), in both of its forms: "each example occurring once per epoch"
-(what shuffled batches actually do) and "assuming Poisson sampling" (the usual, smaller, figure, which
-holds only for Poisson-sampled batches).
+Epsilon comes from ``tensorflow_privacy.compute_dp_sgd_privacy_statement`` (add-or-remove-one-example
+adjacency) with its RDP and its PLD accountant, each in both of its forms: "each example occurring once
+per epoch" (what shuffled batches actually do) and "assuming Poisson sampling" (the usual, smaller,
+figure, which holds only for Poisson-sampled batches).
 """
 
 from __future__ import annotations
@@ -24,29 +24,52 @@ def default_delta(n: int) -> float:
     return 10.0 ** math.floor(math.log10(1.0 / n))
 
 
-def epsilons(
-    n: int,
-    batch_size: int,
-    epochs: float,
-    noise_multiplier: float,
-    delta: float,
-    used_microbatching: bool = True,
-) -> tuple[float, float, str]:
-    """(epsilon once-per-epoch, epsilon Poisson, the full statement) of a DP-SGD training."""
-    from tensorflow_privacy import compute_dp_sgd_privacy_statement
+ACCOUNTANTS = ("rdp", "pld")
+EPSILON_KINDS = ("epoch", "poisson")
 
-    text = compute_dp_sgd_privacy_statement(
-        number_of_examples=n,
-        batch_size=batch_size,
-        num_epochs=epochs,
-        noise_multiplier=noise_multiplier,
-        delta=delta,
-        used_microbatching=used_microbatching,
-    )
-    a, b = _EPOCH.search(text), _POISSON.search(text)
-    if not a or not b:
-        raise RuntimeError(f"cannot read epsilon from tensorflow-privacy's statement:\n{text}")
-    return float(a.group(1)), float(b.group(1)), text
+
+def microbatch_size(batch_size: int, num_microbatches: int) -> int:
+    """Examples per microbatch: tensorflow-privacy cuts a batch into ``num_microbatches`` contiguous
+    slices of ``batch_size / num_microbatches`` examples (``num_microbatches`` 0: one per example)."""
+    if num_microbatches < 0 or (num_microbatches and batch_size % num_microbatches):
+        raise ValueError(f"num_microbatches must divide batch_size={batch_size}, got {num_microbatches}")
+    return batch_size // (num_microbatches or batch_size)
+
+
+def epsilons(
+    n: int, batch_size: int, epochs: float, noise_multiplier: float, delta: float, microbatch_size: int
+) -> dict[str, float]:
+    """Epsilon of a DP-SGD training at ``delta``, by the RDP and the PLD accountant, in both forms.
+
+    tensorflow-privacy's ``used_microbatching`` means a microbatch of *more than one example*: clipping a
+    microbatch's mean gradient bounds one example's influence only by twice the clip (the flag halves the
+    noise multiplier in the accounting). It is derived here from ``microbatch_size``; one example per
+    microbatch (the usual per-example clipping) is ``used_microbatching=False``.
+
+    Returns:
+        ``{"rdp_epoch", "rdp_poisson", "pld_epoch", "pld_poisson"}``: "epoch" is each example occurring
+        once per epoch (what shuffled batches do), "poisson" assumes Poisson-sampled batches (smaller;
+        holds only for Poisson sampling). PLD is the tighter accountant.
+    """
+    from tensorflow_privacy import compute_dp_sgd_privacy_statement
+    from tensorflow_privacy.privacy.analysis.compute_dp_sgd_privacy_lib import AccountantType
+
+    out = {}
+    for name, accountant in (("rdp", AccountantType.RDP), ("pld", AccountantType.PLD)):
+        text = compute_dp_sgd_privacy_statement(
+            number_of_examples=n,
+            batch_size=batch_size,
+            num_epochs=epochs,
+            noise_multiplier=noise_multiplier,
+            delta=delta,
+            used_microbatching=microbatch_size > 1,
+            accountant_type=accountant,
+        )
+        a, b = _EPOCH.search(text), _POISSON.search(text)
+        if not a or not b:
+            raise RuntimeError(f"cannot read epsilon from tensorflow-privacy's statement:\n{text}")
+        out[f"{name}_epoch"], out[f"{name}_poisson"] = float(a.group(1)), float(b.group(1))
+    return out
 
 
 def make_optimizer(
