@@ -399,3 +399,61 @@ def test_adversarial_regularisation_shrinks_the_membership_gap():
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     se = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
     assert aucs[3.0] < aucs[0.0] - 2 * se, (aucs, se)
+
+
+def test_l2_under_dp_sgd_is_the_keras_regulariser_in_every_examples_loss():
+    """Noise 0 and an unreachable clip: DP-SGD with the penalty in the per-example loss takes the same steps
+    as plain SGD on Keras' L2-regularised loss (the mean of lambda * ||w||^2 added to each example's loss is
+    lambda * ||w||^2 added to the mean loss)."""
+    import tensorflow as tf
+
+    from privstudy.defences.dp import make_optimizer
+    from privstudy.models.training import _with_l2, regularised_weights
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype(np.float32), rng.integers(0, 3, 64)
+    weights = []
+    for dp in (False, True):
+        tf.keras.utils.set_random_seed(1)
+        reg = None if dp else tf.keras.regularizers.l2(0.05)
+        model = tf.keras.Sequential(
+            [
+                tf.keras.layers.Input((5,)),
+                tf.keras.layers.Dense(4, activation="tanh", kernel_regularizer=reg),
+                tf.keras.layers.Dense(3, activation="softmax", kernel_regularizer=reg),
+            ]
+        )
+        if dp:
+            opt = make_optimizer("sgd", 0.1, l2_norm_clip=1e9, noise_multiplier=0.0, num_microbatches=16)
+            per_example = tf.keras.losses.SparseCategoricalCrossentropy(
+                reduction=tf.keras.losses.Reduction.NONE
+            )
+            loss = _with_l2(per_example, regularised_weights(model), 0.05)
+        else:
+            opt, loss = tf.keras.optimizers.SGD(0.1), tf.keras.losses.SparseCategoricalCrossentropy()
+        model.compile(optimizer=opt, loss=loss)
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_dp_sgd_trial_with_l2_runs_and_reports_epsilon():
+    from privstudy.mia_runner import run
+
+    cfg = from_mapping(
+        MiaTrainConfig,
+        {
+            "dataset": "digits",
+            "pool_size": 300,
+            "n_models": 2,
+            "arch": "mlp",
+            "epochs": 2,
+            "batch_size": 32,
+            "l2": 1e-3,
+            "dp_noise_multiplier": 1.0,
+            "dp_microbatches": 0,
+        },
+    )
+    model = run(cfg)["mia_model"].iloc[0]
+    assert model["epochs_run"] == 2 and np.isfinite(model["eps_pld_poisson"]) and model["eps_pld_poisson"] > 0

@@ -302,16 +302,19 @@ def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray):
     from privstudy.models import image, text
     from privstudy.models.training import FitOptions, fit
 
+    # Under DP-SGD the L2 penalty goes into every example's loss (clipped with it: see
+    # models.training._with_l2); Keras' regularisers would add a scalar to the per-example loss vector.
+    l2_model = 0.0 if cfg.uses_dp else cfg.l2
     if pool.is_text:
         vec = text.make_vectorizer(pool.x[train], cfg.vocab_size, cfg.seq_len)
         xs, xh = text.vectorize(vec, pool.x), text.vectorize(vec, pool.x_hold)
-        model = text.build_text_model(cfg.vocab_size, dropout=cfg.dropout, l2=cfg.l2)
+        model = text.build_text_model(cfg.vocab_size, dropout=cfg.dropout, l2=l2_model)
         transform = lambda raw: text.vectorize(vec, raw)  # noqa: E731
     else:
         mean, std = image.channel_stats(pool.x[train])
         xs, xh = image.standardise(pool.x, mean, std), image.standardise(pool.x_hold, mean, std)
         model = image.build_image_model(
-            cfg.arch, xs.shape[1:], pool.n_classes, l2=cfg.l2, dropout=cfg.dropout
+            cfg.arch, xs.shape[1:], pool.n_classes, l2=l2_model, dropout=cfg.dropout
         )
         transform = lambda raw: image.standardise(raw, mean, std)  # noqa: E731
     x_tr, y_tr = xs[train], pool.y[train]
@@ -324,6 +327,7 @@ def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray):
         augment=cfg.train_augment,
         seed=cfg.seed,
         dp_loss=cfg.uses_dp,
+        l2_in_loss=cfg.l2 if cfg.uses_dp else 0.0,
     )
     if cfg.uses_dp:
         from privstudy.defences.dp import make_optimizer

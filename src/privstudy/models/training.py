@@ -36,6 +36,7 @@ class FitOptions:
     augment: bool = False  # random mirror and 4-pixel shifts (images)
     seed: int = 0  # of the data order and the augmentation
     dp_loss: bool = False  # per-example loss and full batches, as tensorflow-privacy's DP optimizers need
+    l2_in_loss: float = 0.0  # L2 penalty lambda * sum of squared weights added to every example's loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +92,8 @@ def fit(
     else:
         loss = tf.keras.losses.SparseCategoricalCrossentropy(reduction=reduction)
         y_fit, val = y, validation
+    if opts.l2_in_loss > 0:
+        loss = _with_l2(loss, regularised_weights(model), opts.l2_in_loss)
     model.compile(
         optimizer=optimizer or tf.keras.optimizers.Adam(opts.learning_rate), loss=loss, metrics=["accuracy"]
     )
@@ -137,6 +140,47 @@ def fit(
     if opts.patience is not None and "val_loss" in hist.history:
         best = int(np.argmin(hist.history["val_loss"])) + 1
     return FitResult(epochs_run=run, best_epoch=best, train_s=train_s)
+
+
+def regularised_weights(model) -> list:
+    """The weights an L2 defence penalises (what the model builders regularise when built with ``l2``):
+    the kernels of Dense and Conv2D layers, the input kernel of an LSTM, an Embedding's table."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    weights = []
+    for layer in model.layers:
+        if isinstance(layer, layers.Embedding):
+            weights.append(layer.embeddings)
+        elif isinstance(layer, layers.LSTM):
+            weights.append(layer.cell.kernel)
+        elif isinstance(layer, (layers.Dense, layers.Conv2D)):
+            weights.append(layer.kernel)
+    return weights
+
+
+def _with_l2(base, weights: list, l2: float):
+    """``base`` (per-example or reduced) plus l2 * sum of squared ``weights`` on every example's loss.
+
+    Keras' kernel_regularizer adds one scalar to the *reduced* loss, which tensorflow-privacy's DP
+    optimizers cannot take (they need the per-example loss vector: "Shapes must be equal rank"). Here
+    the penalty is part of each example's loss, so under DP-SGD its gradient 2 * l2 * w is clipped with
+    the example's own and the noise is calibrated to the same clip: the sensitivity, and so the
+    accountant's epsilon, are unchanged. Without DP the mean of these losses equals Keras' regularised
+    loss exactly.
+    """
+    import tensorflow as tf
+
+    class PenalisedLoss(tf.keras.losses.Loss):
+        def __init__(self):
+            super().__init__(reduction=base.reduction, name=f"{base.name}_l2")
+
+        def call(self, y_true, y_pred):
+            per_example = base.call(y_true, y_pred)
+            penalty = tf.add_n([tf.reduce_sum(tf.square(w)) for w in weights])
+            return per_example + tf.cast(l2, per_example.dtype) * penalty
+
+    return PenalisedLoss()
 
 
 def _augmented(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
