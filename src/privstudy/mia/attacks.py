@@ -13,9 +13,12 @@ Attacks (name -> what):
   prediction vectors labelled in / out, applied to the target's.
 * ``lira_online``, ``lira_online_fixed``: LiRA (Carlini et al. 2022), per-example Gaussians of the
   logit-scaled confidence from IN and OUT shadows (median as the mean, as in the authors' code),
-  per-example or global variance, log-likelihood ratio averaged over test-time views.
+  per-example variances, or one global variance shared by IN and OUT (as the authors' code),
+  log-likelihood ratio averaged over test-time views.
 * ``lira_offline``, ``lira_offline_fixed``: OUT shadows only; the one-sided test on
-  Pr[Z > s], Z ~ N(mu_out, sigma_out^2) (scored as -log Pr[Z > s]), averaged over views.
+  Pr[Z > s], Z ~ N(mu_out, sigma_out^2) (scored as -log Pr[Z > s]), averaged over views. One-sided as in
+  the paper: the authors' plot.py scores |s - mu_out| two-sided, which also flags examples the target
+  fits *worse* than its shadows do (not a membership signal).
 * ``reference``: the reference-model likelihood ratio (Mireshghallah et al. 2022): mean OUT reference
   loss minus the target's loss. ``lira_offset``: the target's statistic minus the mean OUT one.
 * ``rmia``: RMIA offline (Zarifzadeh et al. 2024): LR(x) = p_target(x) / Pr(x) with
@@ -94,15 +97,23 @@ def _masked_std(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.nanstd(v, axis=0, ddof=1 if mask.sum(axis=0).min() > 1 else 0)
 
 
+def balanced(mask: np.ndarray) -> np.ndarray:
+    """The first k True entries of every column of ``mask`` (S, N), k the smallest column count.
+
+    Every attack that uses shadow / reference models uses the same number of them for every example:
+    with LiRA's keep matrix an example IN for the target is IN for one shadow fewer (and OUT for one
+    more) than an example the target did not train on, so the count itself would leak membership. On
+    scores with no signal, unbalanced averages scored AUC 0.515 (reference), 0.509 (RMIA) and 0.42
+    (online LiRA) at M = 8.
+    """
+    k = int(mask.sum(axis=0).min())
+    return mask & (np.cumsum(mask, axis=0) <= k)
+
+
 def _gauss_stats(data: ScoreSet, target: int, which: str, fixed: bool) -> tuple[np.ndarray, np.ndarray]:
     shadows = np.arange(data.n_models) != target
     vals = data.views[shadows]
-    mask = data.keep[shadows] if which == "in" else ~data.keep[shadows]
-    # The same number of shadows for every example (as the authors' code does): without it, examples
-    # IN for the target have one IN shadow fewer than the others, their IN spread is estimated from
-    # fewer models, and a model that learnt nothing scores an AUC well below 0.5 (0.42 at M = 8).
-    k = int(mask.sum(axis=0).min())
-    mask = mask & (np.cumsum(mask, axis=0) <= k)
+    mask = balanced(data.keep[shadows] if which == "in" else ~data.keep[shadows])
     mu = _masked_median(vals, mask)
     sd = _masked_std(vals, mask)
     if fixed:
@@ -120,6 +131,11 @@ def lira(data: ScoreSet, target: int, online: bool, fixed: bool) -> np.ndarray:
                 f"online LiRA needs IN and OUT shadows of every example: n_models >= 4, got {data.n_models}"
             )
         mu_in, sd_in = _gauss_stats(data, target, "in", fixed)
+        if fixed:
+            # One spread for IN and OUT, as the authors' plot.py (std_in = std_out); theirs is np.std of
+            # all IN scores, which also counts the spread between examples' medians: here it is the
+            # pooled within-example spread of the IN and OUT shadows.
+            sd_in = sd_out = np.sqrt((sd_in**2 + sd_out**2) / 2)
         score = norm.logpdf(obs, mu_in, sd_in + EPS_STD) - norm.logpdf(obs, mu_out, sd_out + EPS_STD)
     else:
         # log Pr[Z <= s] ranks like -log Pr[Z > s], which keeps its resolution far in the upper tail
@@ -129,8 +145,9 @@ def lira(data: ScoreSet, target: int, online: bool, fixed: bool) -> np.ndarray:
 
 
 def _out_mean(values: np.ndarray, keep: np.ndarray, target: int) -> np.ndarray:
+    """Mean over the same number of OUT shadows for every example (see ``balanced``): (N,)."""
     shadows = np.arange(len(values)) != target
-    out = ~keep[shadows]
+    out = balanced(~keep[shadows])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(out, values[shadows], 0.0).sum(axis=0) / out.sum(axis=0)
 
