@@ -190,3 +190,20 @@ def test_online_lira_needs_four_models():
     assert "lira_online" not in available_attacks(data)
     with pytest.raises(ValueError, match="n_models >= 4"):
         run_attack("lira_online", data, 0)
+
+
+def test_shadow_attack_never_scores_an_example_with_a_classifier_trained_on_it():
+    """Changing the shadows' outputs on the examples of one fold leaves those examples' scores unchanged
+    (their classifiers learnt from the other fold only), and changes the other fold's."""
+    from privstudy.mia.attacks import shadow, shadow_folds
+
+    data, *_ = _synthetic(m=8, n=600, seed=5)
+    fold = shadow_folds(600)
+    assert abs(fold.mean() - 0.5) < 0.01
+    before = shadow(data, 0)
+    probs = data.probs.copy()
+    rng = np.random.default_rng(1)
+    probs[1:, fold == 0] = rng.dirichlet(np.ones(probs.shape[-1]), (7, int((fold == 0).sum())))
+    after = shadow(ScoreSet(**{**data.__dict__, "probs": probs}), 0)
+    np.testing.assert_array_equal(after[fold == 0], before[fold == 0])
+    assert not np.allclose(after[fold == 1], before[fold == 1])

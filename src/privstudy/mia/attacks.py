@@ -10,7 +10,8 @@ Attacks (name -> what):
 * ``loss``, ``confidence``, ``entropy``, ``modified_entropy``: global-threshold attacks on the target's
   loss, true-class probability, prediction entropy and modified entropy (Song and Mittal 2021).
 * ``shadow``: Shokri et al. 2017: per class, an attack classifier trained on the shadow models'
-  prediction vectors labelled in / out, applied to the target's.
+  prediction vectors labelled in / out, applied to the target's prediction vectors of *other* examples
+  (two folds, cross-fitted).
 * ``lira_online``, ``lira_online_fixed``: LiRA (Carlini et al. 2022), per-example Gaussians of the
   logit-scaled confidence from IN and OUT shadows (median as the mean, as in the authors' code),
   per-example variances, or one global variance shared by IN and OUT (as the authors' code),
@@ -172,12 +173,21 @@ def rmia(data: ScoreSet, target: int, a: float = 0.3, gamma: float = 1.0) -> np.
     return np.searchsorted(z, lr / gamma, side="left") / len(z)
 
 
-def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int = 10000) -> np.ndarray:
-    """Shokri et al.: per-class in/out classifiers on the shadows' prediction vectors.
+def shadow_folds(n: int, seed: int = 0) -> np.ndarray:
+    """Fold (0 or 1) of each of n examples: the shadow attack scores fold f with classifiers trained on
+    the other fold only, so no example is scored by a classifier that saw its own rows."""
+    return np.random.default_rng([seed, 0x73686164]).permutation(n) % 2
 
-    The classifier is gradient boosting (50 rounds) on the log-probabilities, fitted on at most
-    ``max_rows_per_class`` (shadow model, example) pairs per class: it is by far the costliest attack
-    (measured: 16-36 s per target at N = 10,000 with 20,000 rows and 100 rounds on 2 busy cores).
+
+def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int = 10000) -> np.ndarray:
+    """Shokri et al.: per-class in/out classifiers on the shadows' outputs, applied to the target's.
+
+    As in the paper, the attack models learn from the shadows' own IN/OUT data and are then applied to
+    other data: the examples are split in two folds (``shadow_folds``), and the target's examples of one
+    fold are scored by classifiers trained on the shadows' rows of the other fold (cross-fitting). The
+    classifier is gradient boosting (50 rounds) on the log-probabilities, fitted on at most
+    ``max_rows_per_class`` (shadow model, example) pairs per class and fold: it is by far the costliest
+    attack (measured: 16-36 s per target at N = 10,000 with 20,000 rows and 100 rounds on 2 busy cores).
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -188,23 +198,27 @@ def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int =
     shadows = np.flatnonzero(np.arange(data.n_models) != target)
     keep = data.keep[shadows]
     # As many IN as OUT rows of every example: otherwise an example IN for the target is IN for one
-    # shadow fewer than the others, the classifier learns that per-example prior from the (nearly
-    # identical) prediction vectors, and models that never saw their members score AUC 0.43 (M = 4).
+    # shadow fewer than the others, and the classifier could learn that per-example prior.
     k = int(min(keep.sum(axis=0).min(), (~keep).sum(axis=0).min()))
     use = (keep & (np.cumsum(keep, axis=0) <= k)) | (~keep & (np.cumsum(~keep, axis=0) <= k))
+    fold = shadow_folds(data.keep.shape[1], seed)
     scores = np.zeros(data.keep.shape[1])
     for c in np.unique(data.labels):
-        cols = np.flatnonzero(data.labels == c)
-        rows = use[:, cols].reshape(-1)
-        x = feats[shadows][:, cols].reshape(-1, feats.shape[-1])[rows]
-        y = keep[:, cols].reshape(-1)[rows]
-        if len(x) > max_rows_per_class:
-            pick = rng.choice(len(x), max_rows_per_class, replace=False)
-            x, y = x[pick], y[pick]
-        if y.all() or not y.any():
-            continue  # no contrast to learn: score 0 for this class
-        clf = HistGradientBoostingClassifier(max_iter=50, random_state=seed).fit(x, y)
-        scores[cols] = clf.predict_proba(feats[target, cols])[:, 1]
+        for f in (0, 1):
+            train_cols = np.flatnonzero((data.labels == c) & (fold != f))
+            test_cols = np.flatnonzero((data.labels == c) & (fold == f))
+            if not len(train_cols) or not len(test_cols):
+                continue
+            rows = use[:, train_cols].reshape(-1)
+            x = feats[shadows][:, train_cols].reshape(-1, feats.shape[-1])[rows]
+            y = keep[:, train_cols].reshape(-1)[rows]
+            if len(x) > max_rows_per_class:
+                pick = rng.choice(len(x), max_rows_per_class, replace=False)
+                x, y = x[pick], y[pick]
+            if y.all() or not y.any():
+                continue  # no contrast to learn: score 0 for these examples
+            clf = HistGradientBoostingClassifier(max_iter=50, random_state=seed).fit(x, y)
+            scores[test_cols] = clf.predict_proba(feats[target, test_cols])[:, 1]
     return scores
 
 
