@@ -83,7 +83,7 @@ def test_lira_online_beats_the_loss_threshold_at_low_fpr_on_cifar10(cifar_dir, t
     assert run_cli("attack", str(study), "--attacks", "loss,lira_online,lira_offline,reference,rmia") == 0
     risk = pd.read_csv(study / "tables" / "mia_risk.csv").set_index("attack")
     models = pd.read_csv(study / "tables" / "mia_models.csv")
-    cols = ["auc_mean", "tpr_at_fpr_0.1pct_mean", "tpr_at_fpr_1pct_mean", "eps_lb_mean"]
+    cols = ["auc_mean", "tpr_at_fpr_0.1pct_mean", "tpr_at_fpr_1pct_mean", "pooled_auc"]
     print(models.to_string())
     print(risk[cols].to_string())
     assert risk.loc["lira_online", "tpr_at_fpr_0.1pct_mean"] > risk.loc["loss", "tpr_at_fpr_0.1pct_mean"]
@@ -121,6 +121,6 @@ def test_imdb_lstm_utility_and_membership_inference(tmp_path):
     pu = pd.read_csv(study / "tables" / "privacy_utility.csv")
     risk = pd.read_csv(study / "tables" / "mia_risk.csv").set_index("attack")
     print(pu.T.to_string())
-    print(risk[["auc_mean", "tpr_at_fpr_0.1pct_mean", "tpr_at_fpr_1pct_mean", "eps_lb_mean"]].to_string())
+    print(risk[["auc_mean", "tpr_at_fpr_0.1pct_mean", "tpr_at_fpr_1pct_mean", "pooled_auc"]].to_string())
     assert pu["test_accuracy_mean"].iloc[0] >= 0.78
     assert 0.5 < risk.loc["loss", "auc_mean"] < 0.99, "a real, imperfect attack (not the published 1.0)"

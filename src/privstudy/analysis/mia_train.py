@@ -27,25 +27,36 @@ from privstudy.analysis.common import (
 from privstudy.harness import results
 from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, available_attacks, run_attack
 from privstudy.mia.keep import keep_matrix
-from privstudy.mia.metrics import FPR_POINTS, attack_metrics, roc_curve
+from privstudy.mia.metrics import FPR_POINTS, MIN_RESOLVING_NONMEMBERS, attack_metrics, resolves, roc_curve
 
 KIND = "mia_train"
 SHADOW_TARGETS = 8  # the shadow attack trains classifiers per class and target: at most this many targets
-RISK_COLUMNS = (
-    ["auc", "balanced_accuracy", "advantage"]
-    + [f"{m}_at_fpr_{p * 100:g}pct" for p in FPR_POINTS for m in ("tpr", "ppv")]
-    + ["eps_lb"]
-)
+RISK_COLUMNS = ["auc", "balanced_accuracy", "advantage"] + [
+    f"{m}_at_fpr_{p * 100:g}pct" for p in FPR_POINTS for m in ("tpr", "ppv")
+]
 SHOWN = [
     ("auc", "AUC"),
     ("balanced_accuracy", "bal. acc."),
-    ("advantage", "advantage"),
+    ("advantage", "advantage max(TPR-FPR)"),
     ("tpr_at_fpr_0.1pct", "TPR@0.1%FPR"),
     ("tpr_at_fpr_1pct", "TPR@1%FPR"),
     ("tpr_at_fpr_10pct", "TPR@10%FPR"),
     ("ppv_at_fpr_1pct", "PPV@1%FPR"),
-    ("eps_lb", "eps LB"),
 ]
+POOLED_SHOWN = [("pooled_auc", "pooled AUC")] + [
+    (f"pooled_tpr_at_fpr_{p * 100:g}pct", f"pooled TPR@{p * 100:g}%FPR") for p in FPR_POINTS[:2]
+]
+UNRESOLVED = "unresolved"  # a TPR at an FPR that fewer than MIN_RESOLVING_NONMEMBERS non-members can resolve
+INTERVALS_NOTE = (
+    "Per-target columns: mean over target models [95% Student-t interval over targets, clipped to [0, 1]]; "
+    "the targets share their shadow models, so the interval is indicative, not a guarantee. Pooled columns: "
+    "one ROC over every target's examples together (as the LiRA authors report). A TPR at an FPR that fewer "
+    f"than {MIN_RESOLVING_NONMEMBERS} non-members can resolve "
+    f"(n_nonmembers x FPR < {MIN_RESOLVING_NONMEMBERS}) "
+    f"is shown as '{UNRESOLVED}'. PPV is averaged over the targets where the attack flags anything; "
+    "'(k/n)' says over how many. Advantage is max(TPR - FPR) (TensorFlow Privacy: max |TPR - FPR|). "
+    "No epsilon lower bound is derived from one model's examples: they are not independent trials."
+)
 FPR_GRID = np.logspace(-4, 0, 81)
 
 
@@ -114,14 +125,18 @@ def attack_rows(
     attacks: Optional[Sequence[str]] = None,
     max_targets: Optional[int] = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """Metrics of every attack on every target; also each attack's scores on the first target."""
+    """Metrics of every attack on every target, and on all targets pooled (one row per attack, ``target``
+    -1, columns ``pooled_*``); also each attack's scores on the first target."""
     names = [a for a in available_attacks(data) if attacks is None or a in attacks]
-    rows, first = [], {}
+    rows, first, pooled = [], {}, []
     n_targets = len(model_ids) if max_targets is None else min(max_targets, len(model_ids))
     for name in names:
         limit = min(n_targets, SHADOW_TARGETS) if name == "shadow" else n_targets
+        all_scores, all_truth = [], []
         for t in range(limit):
             scores = run_attack(name, data, t)
+            all_scores.append(scores)
+            all_truth.append(data.keep[t])
             truth = data.keep[t]
             m = attack_metrics(scores, truth)
             fpr, tpr, _ = roc_curve(scores, truth)
@@ -136,7 +151,11 @@ def attack_rows(
             )
             if t == 0:
                 first[name] = scores
-    return pd.DataFrame(rows), first
+        pm = attack_metrics(np.concatenate(all_scores), np.concatenate(all_truth))
+        pooled.append(
+            {"attack": name, **{f"pooled_{k}": v for k, v in pm.items() if not k.startswith("ppv")}}
+        )
+    return pd.DataFrame(rows), first, pd.DataFrame(pooled)
 
 
 def build(
@@ -150,7 +169,7 @@ def build(
     if not settings:
         return ["No finished mia_train trials yet."]
     params = varying_params([json.dumps(c, sort_keys=True) for _, c, _, _ in settings], ignore=())
-    per_target, model_tables, ext_rows, figures, notes = [], [], [], [], []
+    per_target, pooled_rows, model_tables, ext_rows, figures, notes = [], [], [], [], [], []
     for i, (_setting, cfg, rows, models) in enumerate(settings):
         data, model_ids, external = score_set(rows, cfg)
         coords = {p: _show(cfg[p]) for p in params}
@@ -159,11 +178,12 @@ def build(
             notes.append(
                 f"- setting {label}: {len(model_ids)} of {cfg['n_models']} models done; attacks use those"
             )
-        table, first = attack_rows(data, model_ids, attacks, max_targets)
-        table.insert(0, "setting", i)
-        for k, v in coords.items():
-            table[k] = v
-        per_target.append(table)
+        table, first, pooled = attack_rows(data, model_ids, attacks, max_targets)
+        for frame, out in ((table, per_target), (pooled, pooled_rows)):
+            frame.insert(0, "setting", i)
+            for k, v in coords.items():
+                frame[k] = v
+            out.append(frame)
         model_tables.append(models.assign(setting=i, **coords))
         if external is not None:
             ext_rows.append(_external_rows(data, external, i, coords))
@@ -174,21 +194,14 @@ def build(
         out_dir / "tables" / "mia_attack_per_target.csv",
         per_target_df.drop(columns="roc_tpr_json").to_csv(index=False, float_format="%.10g"),
     )
-    numeric = summarise_columns(per_target_df, keys, RISK_COLUMNS).rename(columns={"n_trials": "n_targets"})
-    order = {a: j for j, a in enumerate(per_target_df["attack"].unique())}
-    numeric = numeric.sort_values(["setting"], kind="mergesort")
-    numeric = numeric.iloc[np.lexsort((numeric["attack"].map(order), numeric["setting"]))].reset_index(
-        drop=True
-    )
-    pretty = numeric[keys + ["n_targets"]].copy()
-    for col, name in SHOWN:
-        pretty[name] = intervals(numeric, col)
+    numeric = risk_summary(per_target_df, _concat(pooled_rows), keys)
+    pretty = risk_cells(numeric, keys)
     risk = write_table(
         out_dir,
         "mia_risk",
         numeric,
         pretty,
-        "Membership-inference risk per attack (mean [95% CI] over target models)",
+        "Membership-inference risk per attack (mean [95% CI] over target models; pooled over all targets)",
     )
     models_all = _concat(model_tables)
     models_all = models_all.assign(gap=models_all["train_accuracy"] - models_all["test_accuracy"])
@@ -213,8 +226,62 @@ def build(
     lines += [f"- [{p.name}](tables/{p.name})" for p in files]
     lines += ["- [mia_attack_per_target.csv](tables/mia_attack_per_target.csv)", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
-    lines += [utility.markdown, model_table.markdown, risk.markdown]
+    lines += [utility.markdown, model_table.markdown, INTERVALS_NOTE, "", risk.markdown]
     return lines
+
+
+def risk_summary(per_target: pd.DataFrame, pooled: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per setting and attack: each metric's mean and Student-t interval over targets (clipped to [0, 1]:
+    every metric here is a rate or a probability), the fewest non-members of a target, the number of
+    targets with a defined PPV, and the pooled metrics."""
+    numeric = summarise_columns(per_target, keys, RISK_COLUMNS).rename(columns={"n_trials": "n_targets"})
+    for col in RISK_COLUMNS:
+        for side in ("ci_low", "ci_high"):
+            numeric[f"{col}_{side}"] = numeric[f"{col}_{side}"].clip(0.0, 1.0)
+    groups = per_target.groupby(keys, sort=False)
+    extra = groups["n_nonmembers"].min().rename("n_nonmembers_min").to_frame()
+    for p in FPR_POINTS:
+        col = f"ppv_at_fpr_{p * 100:g}pct"
+        extra[f"{col}_n"] = groups[col].count()
+    numeric = numeric.merge(extra.reset_index(), on=keys, how="left")
+    pooled_cols = [c for c in pooled.columns if c.startswith("pooled_")]
+    numeric = numeric.merge(pooled[keys + pooled_cols], on=keys, how="left")
+    order = {a: j for j, a in enumerate(per_target["attack"].unique())}
+    return numeric.iloc[np.lexsort((numeric["attack"].map(order), numeric["setting"]))].reset_index(drop=True)
+
+
+def _fpr_of(col: str) -> float | None:
+    """The FPR point of a ``..._at_fpr_<x>pct`` column, else None."""
+    if "_at_fpr_" not in col:
+        return None
+    return float(col.rsplit("_at_fpr_", 1)[1].removesuffix("pct")) / 100
+
+
+def risk_cells(numeric: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The Markdown cells of the risk table: intervals, 'unresolved' low-FPR rates, PPV target counts."""
+    pretty = numeric[keys + ["n_targets"]].copy()
+    for col, name in SHOWN:
+        cells = intervals(numeric, col)
+        fpr = _fpr_of(col)
+        if col.startswith("tpr_"):
+            cells = [
+                c if resolves(int(n), fpr) else UNRESOLVED for c, n in zip(cells, numeric["n_nonmembers_min"])
+            ]
+        elif col.startswith("ppv_"):
+            cells = [
+                c if k == n else f"{c} ({k}/{n})"
+                for c, k, n in zip(cells, numeric[f"{col}_n"], numeric["n_targets"])
+            ]
+        pretty[name] = cells
+    for col, name in POOLED_SHOWN:
+        if col not in numeric:
+            continue
+        fpr = _fpr_of(col)
+        pretty[name] = [
+            UNRESOLVED if fpr is not None and not resolves(int(n), fpr) else f"{v:.3f}"
+            for v, n in zip(numeric[col], numeric["pooled_n_nonmembers"])
+        ]
+    return pretty
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -267,6 +334,7 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
             for m in ("auc", "tpr_at_fpr_0.1pct", "tpr_at_fpr_1pct")
             for k in ("mean", "ci_low", "ci_high")
         }
+        cols["n_nonmembers_min"] = f"{attack}_n_nonmembers_min"
         numeric = numeric.merge(sub[keys + list(cols)].rename(columns=cols), on=keys, how="left")
     pretty = numeric[keys + ["n_models"]].copy()
     shown = [("test_accuracy", "test acc."), ("gap", "gap")]
@@ -277,7 +345,15 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
         if f"{a}_{m}_mean" in numeric
     ]
     for col, label in shown:
-        pretty[label] = intervals(numeric, col)
+        cells = intervals(numeric, col)
+        fpr = _fpr_of(col)
+        if fpr is not None:
+            attack = col.split("_tpr_at_fpr_")[0]
+            cells = [
+                c if resolves(int(n), fpr) else UNRESOLVED
+                for c, n in zip(cells, numeric[f"{attack}_n_nonmembers_min"])
+            ]
+        pretty[label] = cells
     nan = pd.Series(np.nan, index=numeric.index)
     for accountant in ("rdp", "pld"):
         eps_a = numeric.get(f"eps_{accountant}_epoch_mean", nan)

@@ -2,16 +2,17 @@
 
 ROC points come from sweeping one global threshold over the scores (ties move together). TPR at a
 given FPR is the best TPR among thresholds whose FPR does not exceed it; PPV there is the attack's
-precision on this evaluation set (its member/non-member ratio). The empirical epsilon lower bound at
-an operating point is max(log(TPR/FPR), log((1-FPR)/(1-TPR))) computed with one-sided 95%
-Clopper-Pearson bounds (TPR from below, FPR from above), as in Jagielski et al. 2020: a differentially
-private training with that epsilon (delta = 0) could not have produced this attack, with 95% confidence.
+precision on this evaluation set (its member/non-member ratio; NaN where no example is flagged).
+Advantage is max(TPR - FPR) over thresholds (TensorFlow Privacy reports max |TPR - FPR|, which also
+counts an attack that is right by being reliably wrong).
+
+No epsilon lower bound is computed here: the examples of one trained model are not independent trials
+of a DP mechanism. Bounds with a confidence that holds are in ``privstudy.mia.audit``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as sps
 
 from privstudy.stats.ranks import auc as rank_auc
 
@@ -46,31 +47,20 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> tuple[float, 
     return float(tpr[i]), float(fpr[i])
 
 
-def _cp_lower(k: int, n: int, alpha: float = 0.05) -> float:
-    return 0.0 if k == 0 else float(sps.beta.ppf(alpha, k, n - k + 1))
+MIN_RESOLVING_NONMEMBERS = 10
+"""A TPR at FPR f is reported only where n_nonmembers * f >= this: below it the "FPR" is a handful of
+non-members (at 0.1% FPR with 900 non-members, TPR at zero false positives)."""
 
 
-def _cp_upper(k: int, n: int, alpha: float = 0.05) -> float:
-    return 1.0 if k == n else float(sps.beta.ppf(1 - alpha, k + 1, n - k))
-
-
-def epsilon_lower_bound(tpr: float, fpr: float, n_pos: int, n_neg: int) -> float:
-    """Empirical epsilon lower bound (delta = 0) of one operating point, Clopper-Pearson at 95%."""
-    tp, fp = int(round(tpr * n_pos)), int(round(fpr * n_neg))
-    tpr_lo, fpr_hi = _cp_lower(tp, n_pos), _cp_upper(fp, n_neg)
-    tnr_lo, fnr_hi = _cp_lower(n_neg - fp, n_neg), _cp_upper(n_pos - tp, n_pos)
-    bounds = [0.0]
-    if tpr_lo > 0 and fpr_hi > 0:
-        bounds.append(np.log(tpr_lo / fpr_hi))
-    if tnr_lo > 0 and fnr_hi > 0:
-        bounds.append(np.log(tnr_lo / fnr_hi))
-    return float(max(bounds))
+def resolves(n_nonmembers: int, fpr: float) -> bool:
+    """Whether ``n_nonmembers`` non-members can resolve a false-positive rate of ``fpr``."""
+    return n_nonmembers * fpr >= MIN_RESOLVING_NONMEMBERS
 
 
 def attack_metrics(
     scores: np.ndarray, is_member: np.ndarray, fpr_points: tuple[float, ...] = FPR_POINTS
 ) -> dict[str, float]:
-    """AUC, best balanced accuracy, advantage, TPR / PPV / epsilon lower bound at each FPR point."""
+    """AUC, best balanced accuracy, advantage = max(TPR - FPR), TPR and PPV at each FPR point."""
     m = np.asarray(is_member, dtype=bool)
     fpr, tpr, _ = roc_curve(scores, m)
     n_pos, n_neg = int(m.sum()), int((~m).sum())
@@ -81,15 +71,10 @@ def attack_metrics(
         "n_members": float(n_pos),
         "n_nonmembers": float(n_neg),
     }
-    eps = []
     for point in fpr_points:
         t, f = tpr_at_fpr(fpr, tpr, point)
         tag = f"{point * 100:g}pct"
         out[f"tpr_at_fpr_{tag}"] = t
         tp, fp = t * n_pos, f * n_neg
         out[f"ppv_at_fpr_{tag}"] = float(tp / (tp + fp)) if tp + fp > 0 else float("nan")
-        e = epsilon_lower_bound(t, f, n_pos, n_neg)
-        out[f"eps_lb_at_fpr_{tag}"] = e
-        eps.append(e)
-    out["eps_lb"] = float(max(eps))
     return out
