@@ -238,7 +238,7 @@ def risk_summary(per_target: pd.DataFrame, pooled: pd.DataFrame, keys: list[str]
     for col in RISK_COLUMNS:
         for side in ("ci_low", "ci_high"):
             numeric[f"{col}_{side}"] = numeric[f"{col}_{side}"].clip(0.0, 1.0)
-    groups = per_target.groupby(keys, sort=False)
+    groups = per_target.groupby(keys, sort=False, dropna=False)
     extra = groups["n_nonmembers"].min().rename("n_nonmembers_min").to_frame()
     for p in FPR_POINTS:
         col = f"ppv_at_fpr_{p * 100:g}pct"
