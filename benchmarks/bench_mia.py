@@ -43,7 +43,6 @@ def model_trial(data_dir: str | None) -> dict:
 def synthetic(m: int, n: int, seed: int = 0):
     from privstudy.mia.attacks import ScoreSet
     from privstudy.mia.keep import keep_matrix
-    from privstudy.mia.scores import example_scores
 
     rng = np.random.default_rng(seed)
     keep = keep_matrix(m, n, seed)
@@ -52,18 +51,7 @@ def synthetic(m: int, n: int, seed: int = 0):
     labels = rng.integers(0, 10, n)
     logits = rng.normal(0, 1, (m, n, 10))
     logits[np.arange(m)[:, None], np.arange(n)[None, :], labels[None, :]] = stat + np.log(9)
-    sc = [example_scores(logits[j], labels) for j in range(m)]
-    col = {k: np.stack([d[k] for d in sc]) for k in ("loss", "p_true", "entropy", "mentr", "probs", "lira")}
-    return ScoreSet(
-        keep=keep,
-        labels=labels,
-        loss=col["loss"],
-        p_true=col["p_true"],
-        entropy=col["entropy"],
-        mentr=col["mentr"],
-        views=col["lira"][..., None],
-        probs=col["probs"],
-    )
+    return ScoreSet.from_logits(keep, logits, labels)
 
 
 def attack_stage(m: int, n: int) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privstudy.data import images as dataloader
+from privstudy.data import images
 from privstudy.data.images import load_images
 from privstudy.data.locate import DataMissing
 from privstudy.harness.config import from_mapping
@@ -81,7 +81,7 @@ def test_fashion_mnist_idx_files(tmp_path):
     xtr = RNG.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
     ytr = RNG.integers(0, 10, size=5)
     xte, yte = xtr[:2], ytr[:2]
-    for name, arr in zip(dataloader.FASHION_FILES, (xtr, ytr, xte, yte)):
+    for name, arr in zip(images.FASHION_FILES, (xtr, ytr, xte, yte)):
         _idx(tmp_path / name, arr)
     data = load_images("fashion_mnist", str(tmp_path))
     assert data.x_train.shape == (5, 28, 28, 1) and np.array_equal(data.x_train[..., 0], xtr)
@@ -93,7 +93,7 @@ def test_truncated_idx_file_is_a_clear_error(tmp_path):
     with gzip.open(path, "wb") as fh:
         fh.write(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", 10) + b"\x00" * 3)
     with pytest.raises(ValueError, match="truncated"):
-        dataloader.read_idx(path)
+        images.read_idx(path)
 
 
 def test_missing_dataset_names_the_places_and_the_fix(tmp_path, monkeypatch):

@@ -103,19 +103,8 @@ def _synthetic(m=16, n=2000, seed=0, signal=True):
     sd = 0.7
     stat = np.where(keep, mu_in, mu_out) + rng.normal(0, sd, (m, n))
     # A binary task whose logits (0, stat) make the LiRA statistic exactly `stat`.
-    labels = np.ones(n, int)
-    sc = [example_scores(np.stack([np.zeros(n), stat[j]], axis=1), labels) for j in range(m)]
-    col = {k: np.stack([d[k] for d in sc]) for k in ("loss", "p_true", "entropy", "mentr", "probs")}
-    data = ScoreSet(
-        keep=keep,
-        labels=labels,
-        loss=col["loss"],
-        p_true=col["p_true"],
-        entropy=col["entropy"],
-        mentr=col["mentr"],
-        views=stat[..., None],
-        probs=col["probs"],
-    )
+    data = ScoreSet.from_logits(keep, np.stack([np.zeros((m, n)), stat], axis=2), np.ones(n, int))
+    np.testing.assert_allclose(data.views[..., 0], stat, rtol=1e-9, atol=1e-9)
     return data, mu_in, mu_out, sd
 
 
@@ -147,19 +136,7 @@ def _null_scores(m: int, n: int, seed: int) -> ScoreSet:
     keep = keep_matrix(m, n, seed)
     mu, s = rng.normal(2.0, 2.0, n), rng.lognormal(-0.5, 0.7, n)
     z = mu - s * rng.lognormal(0.0, 1.0, (m, n))
-    labels = np.ones(n, int)
-    sc = [example_scores(np.stack([np.zeros(n), z[j]], axis=1), labels) for j in range(m)]
-    col = {k: np.stack([d[k] for d in sc]) for k in ("loss", "p_true", "entropy", "mentr", "probs")}
-    return ScoreSet(
-        keep=keep,
-        labels=labels,
-        loss=col["loss"],
-        p_true=col["p_true"],
-        entropy=col["entropy"],
-        mentr=col["mentr"],
-        views=z[..., None],
-        probs=col["probs"],
-    )
+    return ScoreSet.from_logits(keep, np.stack([np.zeros((m, n)), z], axis=2), np.ones(n, int))
 
 
 def _null_se(n_pos: int, n_neg: int) -> float:

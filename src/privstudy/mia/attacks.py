@@ -78,6 +78,29 @@ class ScoreSet:
         if self.views.shape[:2] != (m, n):
             raise ValueError(f"views has shape {self.views.shape}, expected ({m}, {n}, V)")
 
+    @classmethod
+    def from_logits(cls, keep: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> "ScoreSet":
+        """The scores of M models given their logits (M, N, C) on N examples with labels (N,).
+
+        The one view is the LiRA statistic; for two classes with logits (0, z) it is exactly z.
+        """
+        from privstudy.mia.scores import example_scores
+
+        sc = [example_scores(z, labels) for z in logits]
+        col = {
+            k: np.stack([d[k] for d in sc]) for k in ("loss", "p_true", "entropy", "mentr", "probs", "lira")
+        }
+        return cls(
+            keep=keep,
+            labels=np.asarray(labels),
+            loss=col["loss"],
+            p_true=col["p_true"],
+            entropy=col["entropy"],
+            mentr=col["mentr"],
+            views=col["lira"][..., None],
+            probs=col["probs"],
+        )
+
     @property
     def n_models(self) -> int:
         return self.keep.shape[0]

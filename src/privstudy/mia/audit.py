@@ -164,11 +164,8 @@ def one_run_audit(
     for k_plus, k_minus in guesses:
         if k_plus < 0 or k_minus < 0 or k_plus + k_minus > m:
             raise ValueError(f"guess ({k_plus}, {k_minus}) does not fit {m} canaries")
-        v = (
-            int(inc[order[:k_plus]].sum() + (~inc[order[m - k_minus :]]).sum())
-            if k_minus
-            else int(inc[order[:k_plus]].sum())
-        )
+        # Right "in" guesses among the k+ highest, right "out" guesses among the k- lowest.
+        v = int(inc[order[:k_plus]].sum() + (~inc[order[m - k_minus :]]).sum())
         r = k_plus + k_minus
         eps = one_run_epsilon(m, r, v, delta, p / len(guesses))
         if eps > best["eps_lb"] or best["k_plus"] is None:
