@@ -20,6 +20,7 @@ from privstudy.data.images import IMAGE_DATASETS
 from privstudy.defences.dp import DP_OPTIMIZERS
 from privstudy.harness.config import TrialConfig, check, param
 from privstudy.harness.registry import TrialKind
+from privstudy.mia.canaries import CANARY_TYPES
 from privstudy.models.image import ARCHS
 
 Dataset = Literal[IMAGE_DATASETS]
@@ -101,8 +102,20 @@ class MiaTrainConfig(TrialConfig):
         "adam", "DP-SGD optimizer: DPKeras{Adam,SGD}Optimizer or the vectorized variants."
     )
     dp_delta: Optional[float] = param(
-        None, "Delta of the reported epsilon; null: 1/n_train rounded down to a power of ten."
+        None,
+        "Delta of the reported epsilon and of the DP audit (also for models without DP-SGD); "
+        "null: 1/n_train rounded down to a power of ten.",
     )
+    # The DP audit (privstudy.mia.canaries, privstudy.mia.audit).
+    canaries: int = param(
+        0,
+        "Audit canaries: examples from outside the pool and holdout, each included in every model's "
+        "training set by an independent fair coin; scored and audited (one-run and many-run); 0: none.",
+    )
+    canary_type: Literal[CANARY_TYPES] = param(
+        "mislabelled", "Canaries as they are (natural) or each moved to another class (mislabelled)."
+    )
+    canary_seed: int = param(0, "Seed of the canaries' draw, labels and coins; trials of one study share it.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -174,6 +187,7 @@ class MiaTrainConfig(TrialConfig):
             "dp_noise_multiplier",
             "DP-SGD is combined here with none of adv_reg, train_augment, early stopping",
         )
+        check(self.canaries >= 0, "canaries", f"must be >= 0, got {self.canaries}")
         check(
             self.dp_delta is None or 0 < self.dp_delta < 1,
             "dp_delta",
@@ -188,11 +202,11 @@ class MiaTrainConfig(TrialConfig):
 SCORES = pa.schema(
     [
         ("model_index", pa.int32()),
-        ("source", pa.string()),  # "pool" or "external"
-        ("example_id", pa.int64()),  # position in the pool (or in the external sample)
+        ("source", pa.string()),  # "pool", "external" or "canary"
+        ("example_id", pa.int64()),  # position in the pool (or in the external sample, or canary number)
         ("dataset_index", pa.int64()),  # index into the dataset's train + test images
-        ("is_member", pa.bool_()),
-        ("label", pa.int32()),
+        ("is_member", pa.bool_()),  # canaries: whether this model trained on it
+        ("label", pa.int32()),  # canaries: the training label (moved, if mislabelled)
         ("loss", pa.float64()),
         ("p_true", pa.float64()),
         ("lira", pa.float64()),  # log p_y - log(1 - p_y), from the logits
@@ -216,6 +230,7 @@ MODEL = pa.schema(
         ("train_s", pa.float64()),
         ("n_params", pa.int64()),
         ("n_holdout", pa.int64()),
+        ("n_canaries_in", pa.int64()),  # audit canaries in the training set (n_train counts them)
         # DP-SGD epsilon at dp_delta (NaN without DP-SGD): RDP / PLD accountant; each example once per
         # epoch / assuming Poisson sampling
         ("eps_rdp_epoch", pa.float64()),
@@ -241,10 +256,14 @@ class Pool:
     x_hold: np.ndarray
     y_hold: np.ndarray
     is_text: bool
+    x_can: np.ndarray  # the audit canaries, with their training labels (see privstudy.mia.canaries)
+    y_can: np.ndarray
+    index_can: np.ndarray
 
 
 def study_pool(cfg: MiaTrainConfig) -> Pool:
     """The study's pool (drawn by pool_seed) and the holdout (drawn from the rest)."""
+    from privstudy.mia.canaries import canary_indices, canary_labels
     from privstudy.mia.keep import pool_indices
 
     if cfg.dataset == "imdb":
@@ -257,15 +276,28 @@ def study_pool(cfg: MiaTrainConfig) -> Pool:
 
         images = load_images(cfg.dataset, cfg.data_dir or None)
         (x_all, y_all), n_classes = images.pool(), images.n_classes
-    if cfg.pool_size + cfg.holdout_size > len(x_all):
+    if cfg.pool_size + cfg.holdout_size + cfg.canaries > len(x_all):
         raise ValueError(
-            f"pool_size={cfg.pool_size} plus holdout_size={cfg.holdout_size} exceed the "
-            f"{len(x_all)} examples of {cfg.dataset}"
+            f"pool_size={cfg.pool_size} plus holdout_size={cfg.holdout_size} plus canaries={cfg.canaries} "
+            f"exceed the {len(x_all)} examples of {cfg.dataset}; lower one of them"
         )
     idx = pool_indices(len(x_all), cfg.pool_size, cfg.pool_seed)
     rest = np.setdiff1d(np.arange(len(x_all)), idx)
     hold = np.sort(np.random.default_rng([cfg.pool_seed, 0x686F6C64]).permutation(rest)[: cfg.holdout_size])
-    return Pool(x_all[idx], y_all[idx], idx, n_classes, x_all[hold], y_all[hold], cfg.dataset == "imdb")
+    can = canary_indices(np.setdiff1d(rest, hold), cfg.canaries, cfg.canary_seed)
+    y_can = canary_labels(y_all[can], n_classes, cfg.canary_type, cfg.canary_seed)
+    return Pool(
+        x_all[idx],
+        y_all[idx],
+        idx,
+        n_classes,
+        x_all[hold],
+        y_all[hold],
+        cfg.dataset == "imdb",
+        x_all[can],
+        y_can,
+        can,
+    )
 
 
 def training_mask(cfg: MiaTrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -297,27 +329,37 @@ def _score_rows(model, ys: np.ndarray, views: list[np.ndarray], cfg: MiaTrainCon
     return base, lira_views, probs
 
 
-def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray):
-    """Preprocess with the training examples' statistics / vocabulary, build and train the model."""
+def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray, canary_in: np.ndarray):
+    """Preprocess, build and train the model on its pool examples and its included canaries.
+
+    The preprocessing (image channel statistics, the text vocabulary) is fitted on the model's pool
+    training examples; under DP-SGD on the whole pool instead, the same for every model: fitted on the
+    training set it would reveal members outside DP-SGD's guarantee (a rare word enters the vocabulary
+    only if a member uses it). Canaries never enter the preprocessing.
+    """
     from privstudy.models import image, text
     from privstudy.models.training import FitOptions, fit
 
     # Under DP-SGD the L2 penalty goes into every example's loss (clipped with it: see
     # models.training._with_l2); Keras' regularisers would add a scalar to the per-example loss vector.
     l2_model = 0.0 if cfg.uses_dp else cfg.l2
+    fit_on = np.ones(len(pool.x), bool) if cfg.uses_dp else train
     if pool.is_text:
-        vec = text.make_vectorizer(pool.x[train], cfg.vocab_size, cfg.seq_len)
+        vec = text.make_vectorizer(pool.x[fit_on], cfg.vocab_size, cfg.seq_len)
         xs, xh = text.vectorize(vec, pool.x), text.vectorize(vec, pool.x_hold)
         model = text.build_text_model(cfg.vocab_size, dropout=cfg.dropout, l2=l2_model)
         transform = lambda raw: text.vectorize(vec, raw)  # noqa: E731
     else:
-        mean, std = image.channel_stats(pool.x[train])
+        mean, std = image.channel_stats(pool.x[fit_on])
         xs, xh = image.standardise(pool.x, mean, std), image.standardise(pool.x_hold, mean, std)
         model = image.build_image_model(
             cfg.arch, xs.shape[1:], pool.n_classes, l2=l2_model, dropout=cfg.dropout
         )
         transform = lambda raw: image.standardise(raw, mean, std)  # noqa: E731
     x_tr, y_tr = xs[train], pool.y[train]
+    if canary_in.any():
+        x_tr = np.concatenate([x_tr, transform(pool.x_can[canary_in])])
+        y_tr = np.concatenate([y_tr, pool.y_can[canary_in]])
     opts = FitOptions(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
@@ -348,12 +390,14 @@ def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray):
 
 def run(cfg: MiaTrainConfig) -> dict[str, pd.DataFrame]:
     """Train model ``cfg.seed`` on its IN examples; score the pool and the external examples."""
+    from privstudy.mia.canaries import canary_inclusion
     from privstudy.models.training import logits_of, seed_everything
 
     pool = study_pool(cfg)
     member, train = training_mask(cfg)
+    canary_in = canary_inclusion(cfg.canaries, cfg.canary_seed, cfg.seed)
     seed_everything(cfg.seed * 1000003 + cfg.keep_seed, cfg.deterministic)
-    model, xs, fr, transform = _train(cfg, pool, train)
+    model, xs, fr, transform = _train(cfg, pool, train, canary_in)
 
     def views_of(inputs: np.ndarray) -> list[np.ndarray]:
         return [inputs, inputs[:, :, ::-1, :]] if cfg.tta_mirror else [inputs]
@@ -388,8 +432,12 @@ def run(cfg: MiaTrainConfig) -> dict[str, pd.DataFrame]:
                 cfg, "external", np.arange(len(eidx)), eidx, np.zeros(len(eidx), bool), elabels, eb, elv, ep
             )
         )
+    if cfg.canaries:
+        cb, clv, cp = _score_rows(model, pool.y_can, views_of(transform(pool.x_can)), cfg)
+        ids = np.arange(cfg.canaries)
+        frames.append(_frame(cfg, "canary", ids, pool.index_can, canary_in, pool.y_can, cb, clv, cp))
     scores = pd.concat(frames, ignore_index=True)
-    n_train = int(train.sum())
+    n_train = int(train.sum() + canary_in.sum())
     eps = {f"eps_{k}": float("nan") for k in EPS_COLUMNS}
     delta = float("nan")
     if cfg.uses_dp:
@@ -413,6 +461,7 @@ def run(cfg: MiaTrainConfig) -> dict[str, pd.DataFrame]:
                 "train_s": fr.train_s,
                 "n_params": int(model.count_params()),
                 "n_holdout": len(pool.y_hold),
+                "n_canaries_in": int(canary_in.sum()),
                 **eps,
                 "dp_delta": delta,
             }

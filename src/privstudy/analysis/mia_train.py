@@ -24,6 +24,7 @@ from privstudy.analysis.common import (
     varying_params,
     write_table,
 )
+from privstudy.analysis.dp_audit import audit_setting, write_audit
 from privstudy.harness import results
 from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, available_attacks, run_attack
 from privstudy.mia.keep import keep_matrix
@@ -170,6 +171,7 @@ def build(
         return ["No finished mia_train trials yet."]
     params = varying_params([json.dumps(c, sort_keys=True) for _, c, _, _ in settings], ignore=())
     per_target, pooled_rows, model_tables, ext_rows, figures, notes = [], [], [], [], [], []
+    audit_models, audit_settings = [], []
     for i, (_setting, cfg, rows, models) in enumerate(settings):
         data, model_ids, external = score_set(rows, cfg)
         coords = {p: _show(cfg[p]) for p in params}
@@ -185,6 +187,12 @@ def build(
                 frame[k] = v
             out.append(frame)
         model_tables.append(models.assign(setting=i, **coords))
+        audit = audit_setting(rows, models, cfg, model_ids)
+        if audit is not None:
+            per_model, summary = audit
+            front = pd.DataFrame({"setting": i, **coords}, index=per_model.index)
+            audit_models.append(pd.concat([front, per_model], axis=1))
+            audit_settings.append({"setting": i, **coords, **summary})
         if external is not None:
             ext_rows.append(_external_rows(data, external, i, coords))
         figures += _figures(table, data, first, external, i, label, out_dir)
@@ -214,6 +222,8 @@ def build(
         files += write_table(
             out_dir, "mia_external", ext, ext, "Members vs external examples (AUC, mean over targets)"
         ).files
+    audit_files, audit_lines = write_audit(out_dir, audit_models, audit_settings)
+    files += audit_files or []
     n_trials = len(study.done_ids(KIND))
     lines = [
         f"### Membership inference ({n_trials} model trials, {len(settings)} settings)",
@@ -226,7 +236,7 @@ def build(
     lines += [f"- [{p.name}](tables/{p.name})" for p in files]
     lines += ["- [mia_attack_per_target.csv](tables/mia_attack_per_target.csv)", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
-    lines += [utility.markdown, model_table.markdown, INTERVALS_NOTE, "", risk.markdown]
+    lines += [utility.markdown, model_table.markdown, INTERVALS_NOTE, "", risk.markdown] + audit_lines
     return lines
 
 

@@ -23,6 +23,7 @@ Three bounds, each valid only under its stated use:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -105,6 +106,63 @@ def many_run_audit(
         "n_pos": len(ep),
         "fp": fp,
         "n_neg": len(en),
+    }
+
+
+def many_run_canary_audit(
+    stat: np.ndarray,
+    included: np.ndarray,
+    delta: float = 0.0,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Jagielski et al.'s many-run audit over the M models of a setting, each an independent trial of
+    every canary (``privstudy.mia.canaries``).
+
+    The models are split at random in two halves. On the search half, the canary and the threshold on
+    its statistic (flag ``stat >= threshold``) that maximise the bound are chosen; the bound is then
+    computed on the evaluation half only, whose models played no part in the choice, so the
+    Clopper-Pearson confidence (alpha/2 per rate, see ``epsilon_lower_bound``) holds without correction.
+
+    Args:
+        stat: (M, m) the statistic of each canary in each model (higher = "included").
+        included: (M, m) whether each model trained on each canary.
+
+    Returns:
+        ``eps_lb``, the chosen ``canary`` and ``threshold``, the evaluation counts ``tp, n_pos, fp,
+        n_neg`` and ``n_search`` models.
+    """
+    stat, included = np.asarray(stat, float), np.asarray(included, bool)
+    n_models = len(stat)
+    perm = np.random.default_rng([seed, 0x6D616E79]).permutation(n_models)
+    search, evaluate = np.sort(perm[: n_models // 2]), np.sort(perm[n_models // 2 :])
+    bound = functools.lru_cache(maxsize=None)(
+        lambda tp, n_pos, fp, n_neg: epsilon_lower_bound(tp, n_pos, fp, n_neg, delta, alpha)
+    )
+    best = (-1.0, 0, np.inf)
+    for c in range(stat.shape[1]):
+        s, inc = stat[search, c], included[search, c]
+        n_pos, n_neg = int(inc.sum()), int((~inc).sum())
+        if not n_pos or not n_neg:
+            continue
+        for t in np.unique(s):
+            eps = bound(int((s[inc] >= t).sum()), n_pos, int((s[~inc] >= t).sum()), n_neg)
+            if eps > best[0]:
+                best = (eps, c, float(t))
+    _, c, t = best
+    s, inc = stat[evaluate, c], included[evaluate, c]
+    tp, fp = int((s[inc] >= t).sum()), int((s[~inc] >= t).sum())
+    n_pos, n_neg = int(inc.sum()), int((~inc).sum())
+    eps = epsilon_lower_bound(tp, n_pos, fp, n_neg, delta, alpha) if n_pos and n_neg else 0.0
+    return {
+        "eps_lb": eps,
+        "canary": c,
+        "threshold": t,
+        "tp": tp,
+        "n_pos": n_pos,
+        "fp": fp,
+        "n_neg": n_neg,
+        "n_search": len(search),
     }
 
 
