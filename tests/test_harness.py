@@ -111,7 +111,7 @@ def test_status_counts_pending_trials_of_a_partial_study(tmp_path, write_spec, c
     run_sweep(load_study(write_spec(small_lp_spec(seeds=1))), root, "inline", None, False, False, False)
     from privstudy.harness.sweep import write_manifest
 
-    write_manifest(study, root / "lp")
+    write_manifest(study, root / "lp", extend=True)  # the same study with more seeds
     capsys.readouterr()
     assert run_cli("status", str(root / "lp"), "--json") == 0
     assert json.loads(capsys.readouterr().out) == {
@@ -119,6 +119,7 @@ def test_status_counts_pending_trials_of_a_partial_study(tmp_path, write_spec, c
         "failed": 0,
         "pending": 4,
         "failures": [],
+        "damaged": [],
         "slurm_tasks": {},
     }
     assert run_cli("status", str(root / "lp")) == 0

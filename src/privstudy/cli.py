@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from privstudy import __version__
+from privstudy.analysis.options import add_output_options
 from privstudy.data.images import IMAGE_DATASETS
 from privstudy.harness.executors import EXECUTOR_CHOICES
 from privstudy.mia.attacks import ATTACKS
@@ -19,6 +20,7 @@ examples:
   privstudy sweep jobs/demo.yaml --executor local        run a study on this machine
   privstudy sweep jobs/linprog.yaml --smoke --dry-run    show what the smoke variant would run
   privstudy status results/linprog --json                counts of done / failed / pending trials
+  privstudy verify results/linprog                       check every done trial's files
   privstudy kinds linprog                                the parameters of a trial kind
   python analysis/aggregate.py results/linprog           tables, figures and a report
 
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply the spec's `smoke` overrides; results go to DIR/<name>_smoke",
     )
     sweep.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed")
+    sweep.add_argument(
+        "--extend",
+        action="store_true",
+        help="the results folder holds this study with other trials: add the new ones to it (without "
+        "this, a changed spec is refused)",
+    )
     sweep.add_argument("--dry-run", action="store_true", help="validate and show the plan; write nothing")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.add_argument(
@@ -137,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="The same as `python analysis/aggregate.py DIR`.",
     )
     agg.add_argument("study_dir", metavar="DIR", help="a study folder, or a results root of several")
+    add_output_options(agg)
+    add_output_options(attack)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check that every done trial's files are whole",
+        description="Check, from Parquet metadata, that every done trial's shards exist, are readable, "
+        "hold the rows its record names and have their table's columns; and that every record is "
+        "readable. Exit 0 when all is whole, 1 when some trial is damaged (`privstudy sweep` reruns "
+        "it), 2 when the folder is not a study.",
+    )
+    verify.add_argument("study_dir", metavar="DIR", help="the study's results folder (results/<name>)")
     return parser
 
 
@@ -165,6 +185,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.dry_run,
         show_progress=not args.no_progress,
         no_wait=args.no_wait,
+        extend=args.extend,
     )
 
 
@@ -174,12 +195,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from privstudy.harness.status import study_status
 
     study_dir = Path(args.study_dir)
-    if not (study_dir / results.MANIFEST).is_file():
-        return _fail(
-            f"{study_dir}: not a study folder (no {results.MANIFEST}); "
-            f"pass results/<study name> as written by `privstudy sweep`"
-        )
-    status = study_status(study_dir)
+    try:
+        status = study_status(study_dir)
+    except results.ResultsError as err:
+        return _fail(str(err))
     live: dict[str, int] = {}
     if (study_dir / "slurm").is_dir():  # submitted with the slurm executor: what is still queued/running
         from privstudy.harness.slurm import live_tasks
@@ -195,6 +214,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for f in status.failures:
             print(f"  failed {f['trial_id']} ({f['kind']}): {f['error']}")
+        for d in status.damage:
+            print(f"  damaged (pending: `privstudy sweep` reruns it) {d.line()}")
         if live:
             print(f"  slurm array tasks: {', '.join(f'{n} {s}' for s, n in sorted(live.items()))}")
         if status.unknown_records:
@@ -237,11 +258,20 @@ def cmd_attack(args: argparse.Namespace) -> int:
             return _fail(f"unknown attack(s) {', '.join(unknown)}; valid: {', '.join(ATTACKS)}")
     if args.max_targets is not None and args.max_targets < 1:
         return _fail(f"--max-targets must be >= 1, got {args.max_targets}")
+    from privstudy.analysis.options import output_error
+    from privstudy.harness import results
+    from privstudy.harness.lock import LockHeld
+
+    study_dir = Path(args.study_dir)
+    out = Path(args.out) if args.out else study_dir
     try:
-        study = common.load_study(Path(args.study_dir))
-        lines = mia_train.build(study, Path(args.study_dir), attacks, args.max_targets)
-    except common.AnalysisError as err:
+        study = common.load_study(study_dir, args.allow_damaged)
+        with common.study_output(study_dir, out, "privstudy attack") as stage:
+            lines = mia_train.build(study, stage, attacks, args.max_targets)
+    except (common.AnalysisError, results.ResultsError, LockHeld) as err:
         return _fail(str(err))
+    except OSError as err:
+        return _fail(output_error(out, err))
     print("\n".join(lines))
     return 0
 
@@ -282,7 +312,28 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     """`privstudy aggregate`."""
     from privstudy.analysis.aggregate import main as aggregate_main
 
-    return aggregate_main([args.study_dir])
+    extra = (["--out", args.out] if args.out else []) + (["--allow-damaged"] if args.allow_damaged else [])
+    return aggregate_main([args.study_dir, *extra])
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """`privstudy verify`."""
+    from privstudy.harness import results
+    from privstudy.harness.status import study_status
+
+    study_dir = Path(args.study_dir)
+    try:
+        status = study_status(study_dir)
+    except results.ResultsError as err:
+        return _fail(str(err))
+    if not status.damage:
+        print(f"{study_dir}: {status.done} done trials verified, no damage")
+        return 0
+    print(f"{study_dir}: {len(status.damaged)} of {status.done + len(status.damaged)} done trials damaged:")
+    for d in status.damage:
+        print(f"  {d.line()}")
+    print(f"`privstudy sweep` with the study's spec moves their files to {study_dir}/damaged/, reruns them")
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "aggregate": cmd_aggregate,
         "attack": cmd_attack,
         "data": cmd_data,
+        "verify": cmd_verify,
     }
     return handlers[args.command](args)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from privstudy.data.images import IMAGE_DATASETS
+from privstudy.data.images import DATASET_SIZES, IMAGE_DATASETS
 from privstudy.defences.dp import DP_OPTIMIZERS
 from privstudy.harness.config import TrialConfig, check, param
 from privstudy.harness.registry import TrialKind
@@ -188,6 +188,18 @@ class MiaTrainConfig(TrialConfig):
             "DP-SGD is combined here with none of adv_reg, train_augment, early stopping",
         )
         check(self.canaries >= 0, "canaries", f"must be >= 0, got {self.canaries}")
+        available = DATASET_SIZES[self.dataset]
+        check(
+            self.pool_size + self.holdout_size + self.canaries <= available,
+            "pool_size",
+            f"pool_size={self.pool_size} + holdout_size={self.holdout_size} + canaries={self.canaries} "
+            f"exceed the {available} examples of {self.dataset}",
+        )
+        check(
+            self.external_dataset is None or self.external_size <= DATASET_SIZES[self.external_dataset],
+            "external_size",
+            f"exceeds the examples of {self.external_dataset}",
+        )
         check(
             self.dp_delta is None or 0 < self.dp_delta < 1,
             "dp_delta",

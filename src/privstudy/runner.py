@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from privstudy.data.images import IMAGE_DATASETS
+from privstudy.data.images import DATASET_SIZES, IMAGE_DATASETS
 from privstudy.harness.config import TrialConfig, check, param
 from privstudy.harness.executors import EXECUTOR_CHOICES
 from privstudy.harness.registry import TrialKind
@@ -79,6 +79,11 @@ class CnnSimilarityConfig(TrialConfig):
             self.pool_size == 0 or self.pool_size >= 20,
             "pool_size",
             f"must be 0 (all) or >= 20, got {self.pool_size}",
+        )
+        check(
+            self.pool_size <= DATASET_SIZES[self.dataset],
+            "pool_size",
+            f"exceeds the {DATASET_SIZES[self.dataset]} images of {self.dataset}, got {self.pool_size}",
         )
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from privstudy.analysis import common
+from privstudy.analysis.options import add_output_options, output_error
 from privstudy.harness import results
+from privstudy.harness.lock import LockHeld
 
 Builder = Callable[[common.StudyData, Path], list[str]]
 
@@ -27,13 +29,23 @@ def builder_for(kind: str) -> Optional[Builder]:
     return importlib.import_module(name).build
 
 
-def aggregate_study(study_dir: Path) -> tuple[Path, int, int]:
-    """Write ``tables/``, ``figures/`` and ``report.md`` under a study folder.
+def aggregate_study(
+    study_dir: Path, out_dir: Optional[Path] = None, allow_damaged: bool = False
+) -> tuple[Path, int, int]:
+    """Write ``tables/``, ``figures/`` and ``report.md`` under ``out_dir`` (default: the study folder).
+
+    Everything is built in a staging folder first and moved into place only when all of it is written.
+
+    Args:
+        study_dir: the study folder (only read).
+        out_dir: where the outputs go; another folder for a study on a read-only mount.
+        allow_damaged: build over the undamaged trials (the report lists the damaged ones by table).
 
     Returns:
         (report path, number of failed trials, number of pending trials).
     """
-    study = common.load_study(study_dir)
+    out_dir = out_dir or study_dir
+    study = common.load_study(study_dir, allow_damaged)
     status = study.status
     lines = [
         f"# Study `{study.name}`",
@@ -45,6 +57,16 @@ def aggregate_study(study_dir: Path) -> tuple[Path, int, int]:
         "",
     ]
     # Gaps come first, so a table is never read without knowing what it leaves out.
+    if status.damage:
+        lines += [
+            f"**{len(status.damaged)} done trials have damaged files and are left out of every table "
+            f"(built with --allow-damaged; `privstudy sweep` reruns them):**",
+            "",
+        ]
+        lines += [
+            f"- `{d.trial_id}`: missing from table `{d.table or '(all)'}`: {d.problem}" for d in status.damage
+        ]
+        lines.append("")
     if status.failed or status.pending:
         lines += ["**Incomplete study: the tables below cover the done trials only.**", ""]
         for f in status.failures:
@@ -52,15 +74,15 @@ def aggregate_study(study_dir: Path) -> tuple[Path, int, int]:
         if status.pending:
             lines.append(f"- {status.pending} trials have no result yet (`privstudy sweep` resumes them)")
         lines.append("")
-    for kind in sorted(study.expected["kind"].unique()):
-        builder = builder_for(kind)
-        if builder is None:
-            lines += [f"(no tables are defined for kind `{kind}`)", ""]
-            continue
-        lines += builder(study, study_dir) + [""]
-    report = study_dir / "report.md"
-    results.write_text_atomic(report, "\n".join(lines).rstrip() + "\n")
-    return report, status.failed, status.pending
+    with common.study_output(study_dir, out_dir, "aggregate") as stage:
+        for kind in sorted(study.expected["kind"].unique()):
+            builder = builder_for(kind)
+            if builder is None:
+                lines += [f"(no tables are defined for kind `{kind}`)", ""]
+                continue
+            lines += builder(study, stage) + [""]
+        results.write_text_atomic(stage / "report.md", "\n".join(lines).rstrip() + "\n")
+    return out_dir / "report.md", status.failed, status.pending
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "*.csv), figures (DIR/figures/*.png) and DIR/report.md. Reads only; never imports TensorFlow.",
     )
     parser.add_argument("study_dir", metavar="DIR", help="results/<study>, or a results root of several")
+    add_output_options(parser)
     args = parser.parse_args(argv)
     root = Path(args.study_dir)
     if (root / results.MANIFEST).is_file():
@@ -85,12 +108,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     for d in dirs:
+        out = d if args.out is None else (Path(args.out) if len(dirs) == 1 else Path(args.out) / d.name)
         try:
-            report, n_failed, n_pending = aggregate_study(d)
-        except common.AnalysisError as err:
+            report, n_failed, n_pending = aggregate_study(d, out, args.allow_damaged)
+        except (common.AnalysisError, results.ResultsError, LockHeld) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        print(f"{d}: tables in {d / 'tables'}, figures in {d / 'figures'}, report {report}")
+        except OSError as err:
+            print(f"error: {output_error(out, err)}", file=sys.stderr)
+            return 2
+        print(f"{d}: tables in {out / 'tables'}, figures in {out / 'figures'}, report {report}")
         if n_failed or n_pending:
             print(
                 f"warning: {d}: {n_failed} failed and {n_pending} pending trials are not in the tables",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -65,14 +69,23 @@ class StudyData:
         return rows
 
 
-def load_study(study_dir: Path) -> StudyData:
-    """Read a study's manifest and trial records."""
+def load_study(study_dir: Path, allow_damaged: bool = False) -> StudyData:
+    """Read a study's manifest and trial records, and verify the done trials' files.
+
+    Args:
+        study_dir: the study folder.
+        allow_damaged: build over the undamaged trials only (the report then lists the damaged ones);
+            otherwise a damaged trial raises AnalysisError.
+    """
     if not (study_dir / results.MANIFEST).is_file():
         raise AnalysisError(
             f"{study_dir}: not a study folder (no {results.MANIFEST}); "
             f"pass results/<study name> as written by `privstudy sweep`"
         )
-    manifest = results.read_manifest(study_dir)
+    try:
+        manifest = results.read_manifest(study_dir)
+    except results.ResultsError as err:
+        raise AnalysisError(str(err)) from None
     expected = pd.DataFrame(
         [
             {"trial_id": t["trial_id"], "kind": t["kind"], "setting_id": t["setting_id"]}
@@ -88,6 +101,14 @@ def load_study(study_dir: Path) -> StudyData:
             f"reads version {results.SCHEMA_VERSION}"
         )
     status = study_status(study_dir, manifest, records)
+    if status.damage and not allow_damaged:
+        first = status.damage[0].line()
+        raise AnalysisError(
+            f"{study_dir}: {len(status.damaged)} done trials have damaged files (first: {first}); "
+            f"`privstudy verify {study_dir}` lists them, `privstudy sweep` reruns them; or pass "
+            f"--allow-damaged to build the tables without them"
+        )
+    records = records[~records["trial_id"].isin(status.damaged)].reset_index(drop=True)
     return StudyData(study_dir, manifest, records, expected, status)
 
 
@@ -199,3 +220,39 @@ def save_figure(fig, out_dir: Path, name: str) -> Path:
     results.write_file_atomic(path, "wb", lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
     return path
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: Path):
+    """Write outputs into a staging folder, then move every file into ``out_dir`` (same relative path):
+    a crash or a full disk while building leaves ``out_dir`` as it was, never half of a new set.
+
+    Yields:
+        The staging folder to write into.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = out_dir / f".staging-{uuid.uuid4().hex}"
+    stage.mkdir()
+    try:
+        yield stage
+        files = sorted(p for p in stage.rglob("*") if p.is_file())
+        for f in files:
+            target = out_dir / f.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)  # a rename within one file system: needs no space
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def study_output(study_dir: Path, out_dir: Path, purpose: str):
+    """``staged_output`` into ``out_dir``, holding the study's lock when writing into the study folder
+    itself (no sweep or other analysis writes there meanwhile)."""
+    from privstudy.harness.lock import StudyLock
+
+    if Path(out_dir).resolve() != Path(study_dir).resolve():
+        with staged_output(out_dir) as stage:
+            yield stage
+        return
+    with StudyLock(study_dir, purpose), staged_output(out_dir) as stage:
+        yield stage

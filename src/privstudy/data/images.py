@@ -24,6 +24,9 @@ import numpy as np
 from privstudy.data import locate
 
 IMAGE_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "digits")
+# Examples (train + test) of each dataset in its standard public form: configs check sizes against them
+# before any trial imports TensorFlow or reads a file.
+DATASET_SIZES = {"cifar10": 60000, "cifar100": 60000, "fashion_mnist": 70000, "digits": 1797, "imdb": 50000}
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FASHION_LABELS = (
     "T-shirt/top",

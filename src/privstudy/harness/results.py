@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import time
 import uuid
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping
+from typing import IO, Any, Callable, Iterable, Mapping, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -63,6 +66,9 @@ SPEC_COPY = "spec.yaml"
 TRIALS_DIR = "trials"
 SHARDS_DIR = "shards"
 TMP_SUFFIX = ".tmp"
+FOREIGN_TEMP_AGE_S = 3600.0
+_HOST = socket.gethostname().replace("/", "_")
+_WRITER = re.compile(r"\.w(\d+)@(.+)\.tmp$")
 
 
 def table_schema(kind_columns: pa.Schema) -> pa.Schema:
@@ -101,7 +107,7 @@ def to_arrow(
 def write_file_atomic(path: Path, mode: str, write: Callable[[IO], None]) -> None:
     """Write a file so that readers see all of it or none of it (temp file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.w{os.getpid()}@{_HOST}{TMP_SUFFIX}")
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             write(fh)
@@ -133,12 +139,32 @@ def shard_path(study_dir: Path, table: str, trial_id: str) -> Path:
     return study_dir / SHARDS_DIR / table / f"{trial_id}.parquet"
 
 
+def temp_writer_gone(tmp: Path, now: Optional[float] = None) -> bool:
+    """Whether the process that was writing a temp file is gone: on this host, its pid no longer exists;
+    written elsewhere (another node of a shared file system) or of unknown writer, the file has not
+    changed for ``FOREIGN_TEMP_AGE_S`` (a write takes seconds)."""
+    from privstudy.harness.lock import pid_alive
+
+    match = _WRITER.search(tmp.name)
+    if match and match.group(2) == _HOST:
+        return not pid_alive(int(match.group(1)))
+    try:
+        age = (now or time.time()) - tmp.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > FOREIGN_TEMP_AGE_S
+
+
 def remove_stale_temp_files(study_dir: Path) -> int:
-    """Delete temp files left by writers that were killed; returns how many were removed."""
+    """Delete temp files whose writer is gone (``temp_writer_gone``); returns how many were removed.
+
+    A temp file of a live writer (another sweep's worker, a Slurm task still running) is left alone.
+    """
     removed = 0
     for tmp in study_dir.rglob(f".*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-        removed += 1
+        if tmp.is_file() and temp_writer_gone(tmp):
+            tmp.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 
@@ -152,9 +178,14 @@ def read_records(study_dir: Path, columns: Iterable[str] | None = None) -> pd.Da
     """All trial records of a study (one row per trial that finished, done or failed)."""
     files = _parquet_files(study_dir / TRIALS_DIR)
     names = list(columns) if columns is not None else TRIAL_RECORD.names
-    if not files:
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f, columns=names))
+        except (pa.ArrowException, OSError):
+            continue  # a damaged record: its trial is not done; privstudy.harness.integrity reports it
+    if not tables:
         return TRIAL_RECORD.empty_table().select(names).to_pandas()
-    tables = [pq.read_table(f, columns=names) for f in files]
     return pa.concat_tables(tables).to_pandas()
 
 
@@ -179,6 +210,29 @@ def read_table(study_dir: Path, table: str, trial_ids: Iterable[str] | None = No
     return pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
 
 
+class ResultsError(RuntimeError):
+    """A study folder that cannot be used as it is; the message names the problem and the fix."""
+
+
 def read_manifest(study_dir: Path) -> dict[str, Any]:
-    """The study's manifest (its expanded trials)."""
-    return json.loads((study_dir / MANIFEST).read_text(encoding="utf-8"))
+    """The study's manifest (its expanded trials).
+
+    Raises:
+        ResultsError: when it is missing or unreadable (e.g. truncated).
+    """
+    path = study_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("trials"), list):
+            raise ValueError("no list of trials")
+    except FileNotFoundError:
+        raise ResultsError(
+            f"{study_dir}: not a study folder (no {MANIFEST}); pass results/<study name> as written by "
+            f"`privstudy sweep`"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ResultsError(
+            f"{path} is damaged ({type(exc).__name__}); rerun `privstudy sweep` with the study's spec "
+            f"(a copy is {study_dir / SPEC_COPY}) to rewrite it: finished trials are kept"
+        ) from None
+    return manifest

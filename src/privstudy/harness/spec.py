@@ -157,14 +157,53 @@ def load_study(path: str | Path, smoke: bool = False) -> Study:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file; the studies shipped are in jobs/")
-    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r}); "
+            f"save the spec as UTF-8"
+        ) from None
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise SpecError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise SpecError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
     return parse_study(raw, path, text, smoke)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML silently keeps the last).
+
+    Keys brought in by a merge (``<<: *base``) may be overridden: that is what merges are for.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # reported by PyYAML itself
+            if key in seen:
+                raise _DuplicateKey(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} given twice in one mapping "
+                    f"(first on line {seen[key] + 1}); keep one"
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_study(raw: Any, source: Path, text: str, smoke: bool = False) -> Study:

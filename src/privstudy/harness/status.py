@@ -27,6 +27,12 @@ class StudyStatus:
     pending: int
     failures: list[dict[str, Any]]  # {trial_id, kind, error}, sorted by trial id
     unknown_records: int  # records of trials no longer in the manifest (spec changed)
+    damage: list = dataclasses.field(default_factory=list)  # integrity.Damage of trials in the manifest
+
+    @property
+    def damaged(self) -> list[str]:
+        """Ids of the trials recorded as done whose files are damaged (counted as pending, not done)."""
+        return sorted({d.trial_id for d in self.damage})
 
     @property
     def total(self) -> int:
@@ -39,19 +45,36 @@ class StudyStatus:
 
     def as_json(self) -> dict[str, Any]:
         """The machine-readable form printed by ``privstudy status --json``."""
-        return {"done": self.done, "failed": self.failed, "pending": self.pending, "failures": self.failures}
+        return {
+            "done": self.done,
+            "failed": self.failed,
+            "pending": self.pending,
+            "failures": self.failures,
+            "damaged": [
+                {"trial_id": d.trial_id, "table": d.table, "problem": d.problem} for d in self.damage
+            ],
+        }
 
 
 def study_status(
     study_dir: Path, manifest: Optional[dict] = None, records: Optional[pd.DataFrame] = None
 ) -> StudyStatus:
-    """Count a study's trials by state from its manifest and records (read here unless given)."""
+    """Count a study's trials by state from its manifest and records (read here unless given).
+
+    The done trials' files are verified (``integrity.verify``, Parquet metadata only): a damaged trial
+    counts as pending and is listed in ``damage``.
+    """
+    from privstudy.harness.integrity import verify
+
     manifest = manifest if manifest is not None else results.read_manifest(study_dir)
-    records = (
-        records if records is not None else results.read_records(study_dir, ["trial_id", "status", "error"])
-    )
+    cols = ["trial_id", "kind", "status", "error", "row_counts_json"]
+    if records is None or not set(cols) <= set(records.columns):
+        records = results.read_records(study_dir, cols)
     expected = {t["trial_id"]: t["kind"] for t in manifest["trials"]}
     known = records[records["trial_id"].isin(expected.keys())]
+    damage = [d for d in verify(study_dir, known) if d.trial_id in expected]
+    bad = {d.trial_id for d in damage}
+    known = known[~known["trial_id"].isin(bad)]
     failed_rows = known[known["status"] == "failed"].sort_values("trial_id")
     failures = [
         {"trial_id": r.trial_id, "kind": expected[r.trial_id], "error": last_line(r.error)}
@@ -62,5 +85,6 @@ def study_status(
         failed=len(failed_rows),
         pending=len(expected) - len(known),
         failures=failures,
-        unknown_records=int(len(records) - len(known)),
+        unknown_records=int((~records["trial_id"].isin(expected.keys())).sum()),
+        damage=damage,
     )

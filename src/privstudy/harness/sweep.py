@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Optional, TextIO
 
 from privstudy.harness import executors, results
+from privstudy.harness.integrity import damaged_trials, quarantine, verify
+from privstudy.harness.lock import LockHeld, StudyLock
 from privstudy.harness.spec import Study
 from privstudy.harness.status import LOST_MARK, study_status
-from privstudy.harness.worker import TrialTask, code_version
+from privstudy.harness.worker import InfrastructureError, TrialTask, code_version, infra_message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -21,18 +26,87 @@ def study_dir_for(study: Study, results_root: Path) -> Path:
     return results_root / study.name
 
 
-def write_manifest(study: Study, study_dir: Path) -> None:
-    """Record the study's expanded trials and spec, so `status` and analysis need no spec file."""
+class SpecChanged(RuntimeError):
+    """The study folder holds a study of the same name with other trials; the message says what changed."""
+
+
+def _values(trials: list[dict]) -> dict[str, set]:
+    out: dict[str, set] = collections.defaultdict(set)
+    for t in trials:
+        out["kind"].add(t["kind"])
+        for k, v in t["config"].items():
+            out[k].add(json.dumps(v, sort_keys=True))
+    return out
+
+
+def spec_diff(old: list[dict], new: list[dict]) -> str:
+    """One line: how many trials the new spec adds and drops, and which parameters' values changed."""
+    old_ids, new_ids = {t["trial_id"] for t in old}, {t["trial_id"] for t in new}
+    a, b = _values(old), _values(new)
+    changed = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, set()) != b.get(k, set()):
+            gone = sorted(a.get(k, set()) - b.get(k, set()))[:3]
+            came = sorted(b.get(k, set()) - a.get(k, set()))[:3]
+            changed.append(f"{k}: {', '.join(gone) or '-'} -> {', '.join(came) or '-'}")
+    what = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
+    added, dropped = len(new_ids - old_ids), len(old_ids - new_ids)
+    return f"{added} trials added, {dropped} dropped ({what or 'same values'})"
+
+
+def write_manifest(study: Study, study_dir: Path, extend: bool = False) -> Optional[str]:
+    """Record the study's expanded trials and spec, so `status` and analysis need no spec file.
+
+    A study folder that already holds other trials is not replaced: SpecChanged says what differs,
+    unless ``extend`` (the new trials are added; the earlier ones stay in the manifest, visible to
+    status and analysis; the earlier spec is kept as ``spec.<time>.yaml``). Nothing is written when
+    nothing changed (a finished study can be re-swept on a read-only mount). A damaged manifest is moved
+    to ``damaged/`` and rewritten. Returns a line to print, or None.
+    """
+    new_trials = [t.manifest_entry() for t in study.trials]
+    path, note = study_dir / results.MANIFEST, None
+    old = None
+    if path.exists():
+        try:
+            old = results.read_manifest(study_dir)
+        except results.ResultsError:
+            aside = study_dir / "damaged" / f"{results.MANIFEST}.{time.strftime('%Y%m%dT%H%M%S')}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, aside)
+            note = f"{path} was damaged: moved to {aside} and rewritten from the spec"
+    trials = new_trials
+    if old is not None:
+        old_ids = [t["trial_id"] for t in old["trials"]]
+        if set(old_ids) != {t["trial_id"] for t in new_trials}:
+            if not extend:
+                raise SpecChanged(
+                    f"{study_dir} holds study {old.get('study')!r} with other trials: "
+                    f"{spec_diff(old['trials'], new_trials)}; rerun with --extend to add the new trials to "
+                    f"this study (earlier records stay), or give the study another name or --results"
+                )
+            known = set(old_ids)
+            trials = old["trials"] + [t for t in new_trials if t["trial_id"] not in known]
+            note = f"study extended: {spec_diff(old['trials'], new_trials)}"
+            spec_copy = study_dir / results.SPEC_COPY
+            if spec_copy.exists():
+                os.replace(spec_copy, study_dir / f"spec.{time.strftime('%Y%m%dT%H%M%S')}.yaml")
+        elif extend:
+            note = "nothing to extend: the spec has the same trials"
     manifest = {
         "study": study.name,
         "description": study.description,
         "spec_path": str(study.path),
         "smoke": study.smoke,
         "code_version": code_version(),
-        "trials": [t.manifest_entry() for t in study.trials],
+        "trials": trials,
     }
-    results.write_text_atomic(study_dir / results.MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    results.write_text_atomic(study_dir / results.SPEC_COPY, study.text)
+    trials = json.loads(json.dumps(trials))  # as it reads back (tuples become lists)
+    if old is None or old.get("trials") != trials or old.get("description") != study.description:
+        results.write_text_atomic(path, json.dumps(manifest, indent=1) + "\n")
+    spec_copy = study_dir / results.SPEC_COPY
+    if not spec_copy.exists() or spec_copy.read_text(encoding="utf-8", errors="replace") != study.text:
+        results.write_text_atomic(spec_copy, study.text)
+    return note
 
 
 def plan(study: Study, study_dir: Path, retry_failed: bool) -> tuple[list, dict[str, int]]:
@@ -104,45 +178,101 @@ def run_sweep(
     out: Optional[TextIO] = None,
     err: Optional[TextIO] = None,
     no_wait: bool = False,
+    extend: bool = False,
 ) -> int:
-    """Run a validated study; returns the process exit code (0 all done, 1 some failed, 130 interrupted)."""
+    """Run a validated study; returns the process exit code (0 all done, 1 some failed or pending,
+    2 bad input or an unusable results folder, 130 interrupted)."""
     out, err = out or sys.stdout, err or sys.stderr
     study_dir = study_dir_for(study, results_root)
     name = executors.resolve(executor, out)
     if no_wait and name != "slurm":
         print(f"error: --no-wait needs the slurm executor (this sweep uses {name})", file=err)
         return EXIT_USAGE
+    problem = _unusable_root(results_root)
+    if problem:
+        print(f"error: {problem}", file=err)
+        return EXIT_USAGE
     runner = executors.make_executor(name, workers, no_wait)
-    todo, skipped = plan(study, study_dir, retry_failed)
-    describe_plan(study, todo, skipped, out)
-    resources = {t.trial_id: t.resources for t in study.trials}
     if dry_run:
-        for line in runner.plan(tasks_for(study, study_dir, todo), resources):
-            print(line, file=out)
-        print(f"dry run: nothing written; results would go to {study_dir}", file=out)
-        return EXIT_OK
+        return _dry_run(study, study_dir, runner, retry_failed, out)
     try:
         runner.check(study_dir)
     except executors.ExecutorError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
-    study_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(study, study_dir)
-    # This process owns the folder for the run (no task of an earlier sweep is alive): temp files
-    # here were left by killed writers.
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        lock = StudyLock(study_dir, f"privstudy sweep {study.name}").acquire()
+    except LockHeld as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {infra_message(study_dir, exc)}", file=err)
+        return EXIT_USAGE
+    try:
+        return _locked_sweep(study, study_dir, runner, retry_failed, show_progress, out, err, extend)
+    except OSError as exc:  # the results folder itself: full, read-only, vanished
+        print(f"error: {infra_message(study_dir, exc)}", file=err)
+        return EXIT_FAILED
+    finally:
+        lock.release()
+
+
+def _unusable_root(results_root: Path) -> Optional[str]:
+    if results_root.exists() and not results_root.is_dir():
+        return f"--results {results_root} is a file, not a folder; pass a folder (default: results)"
+    return None
+
+
+def _dry_run(study: Study, study_dir: Path, runner, retry_failed: bool, out: TextIO) -> int:
+    todo, skipped = plan(study, study_dir, retry_failed)
+    describe_plan(study, todo, skipped, out)
+    resources = {t.trial_id: t.resources for t in study.trials}
+    for line in runner.plan(tasks_for(study, study_dir, todo), resources):
+        print(line, file=out)
+    print(f"dry run: nothing written; results would go to {study_dir}", file=out)
+    return EXIT_OK
+
+
+def _locked_sweep(study, study_dir, runner, retry_failed, show_progress, out, err, extend) -> int:
+    try:
+        note = write_manifest(study, study_dir, extend)
+    except SpecChanged as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    if note:
+        print(note, file=out)
+    damage = verify(study_dir)
+    if damage:
+        dest = quarantine(study_dir, damage)
+        print(
+            f"{len(damaged_trials(damage))} done trials had damaged files; moved to {dest} and run again:",
+            file=err,
+        )
+        for d in damage:
+            print(f"  {d.line()}", file=err)
+    # We hold the study's lock: temp files whose writer is gone were left by killed writers.
     results.remove_stale_temp_files(study_dir)
+    todo, skipped = plan(study, study_dir, retry_failed)
+    describe_plan(study, todo, skipped, out)
+    resources = {t.trial_id: t.resources for t in study.trials}
     tasks = tasks_for(study, study_dir, todo)
     counts: collections.Counter = collections.Counter()
     try:
-        for outcome in runner.run(tasks, resources, study_dir, show_progress, out, err):
-            counts[outcome.status] += 1
-            if outcome.status == "failed" and LOST_MARK not in (outcome.error or ""):
-                print(f"trial {outcome.trial_id} failed: {outcome.error}", file=err)
+        with _sigterm_as_interrupt():
+            for outcome in runner.run(tasks, resources, study_dir, show_progress, out, err):
+                counts[outcome.status] += 1
+                if outcome.status == "failed" and LOST_MARK not in (outcome.error or ""):
+                    print(f"trial {outcome.trial_id} failed: {outcome.error}", file=err)
     except KeyboardInterrupt:
         # The workers are stopped by now; a write they were in the middle of left only a temp file.
         runner.interrupted(counts["done"], err)
         results.remove_stale_temp_files(study_dir)
         return EXIT_INTERRUPTED
+    except InfrastructureError as exc:
+        print(f"error: {exc}", file=err)
+        print(f"{counts['done']} trials finished before; rerun the same command to continue", file=err)
+        return EXIT_FAILED
     except executors.ExecutorError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
@@ -152,6 +282,27 @@ def run_sweep(
     if runner.detached:
         return EXIT_OK
     return report(study_dir, out, err)
+
+
+class _sigterm_as_interrupt:
+    """In the driver, SIGTERM (Slurm's time limit, scancel, kill) stops the sweep as Ctrl-C does: the
+    pool and its workers are stopped, finished trials kept."""
+
+    def __enter__(self):
+        self._old = None
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    @staticmethod
+    def _handle(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
 
 
 def report(study_dir: Path, out: TextIO, err: TextIO) -> int:

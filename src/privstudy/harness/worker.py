@@ -45,6 +45,28 @@ class TrialOutcome:
     duration_s: float
 
 
+class InfrastructureError(RuntimeError):
+    """The results folder could not take a trial's results (disk full, read-only, vanished): not a
+    failure of the trial, which stays pending; the message names the folder and the fix."""
+
+
+def infra_message(folder: Path, exc: OSError) -> str:
+    """One line for an OSError of the results folder, with the fix."""
+    import errno
+
+    fixes = {
+        errno.ENOSPC: "no space left on the device; free space",
+        errno.EDQUOT: "disk quota exceeded; free space or raise the quota",
+        errno.EROFS: "read-only file system; pass --results on a writable file system",
+        errno.EACCES: "permission denied; pass --results in a folder you can write",
+        errno.ENOENT: "it vanished (deleted or unmounted?); check the file system",
+        errno.ESTALE: "stale file handle (the file system was remounted?); check the mount",
+        errno.EIO: "I/O error; check the file system",
+    }
+    fix = fixes.get(exc.errno, f"{exc.strerror or type(exc).__name__}; check the file system")
+    return f"cannot write to {folder}: {fix}, then rerun the same command (unfinished trials stay pending)"
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """``<package version>+g<commit>[.dirty]`` when run from a git checkout, else the package version."""
@@ -167,17 +189,25 @@ def execute_trial(task: TrialTask) -> TrialOutcome:
             name: results.to_arrow(rows, kind.tables[name], provenance, name)
             for name, rows in produced.items()
         }
-        for name, table in arrow.items():
-            results.write_atomic(results.shard_path(study_dir, name, task.trial_id), table)
-            row_counts[name] = table.num_rows
         error = None
     except Exception:  # noqa: BLE001 - any failure of the science is recorded, the sweep carries on
         error = traceback.format_exc()
         provenance.update(status="failed", error=error, duration_s=time.perf_counter() - start)
+        arrow = {}
+    try:
+        for name, table in arrow.items():
+            results.write_atomic(results.shard_path(study_dir, name, task.trial_id), table)
+            row_counts[name] = table.num_rows
+        _write_record(task, cfg, provenance, row_counts, device)
+    except OSError as exc:
+        # The folder, not the trial, failed: leave no shard behind and no record (the trial stays
+        # pending), and stop the sweep.
         for name in row_counts:
-            results.shard_path(study_dir, name, task.trial_id).unlink(missing_ok=True)
-        row_counts = {}
-    _write_record(task, cfg, provenance, row_counts, device)
+            try:
+                results.shard_path(study_dir, name, task.trial_id).unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise InfrastructureError(infra_message(study_dir, exc)) from None
     last_line = error.strip().splitlines()[-1] if error else None
     return TrialOutcome(task.trial_id, provenance["status"], last_line, provenance["duration_s"])
 
