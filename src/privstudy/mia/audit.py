@@ -120,8 +120,8 @@ def many_run_canary_audit(
     every canary (``privstudy.mia.canaries``).
 
     The models are split at random in two halves. On the search half, the canary and the threshold on
-    its statistic (flag ``stat >= threshold``) that maximise the bound are chosen; the bound is then
-    computed on the evaluation half only, whose models played no part in the choice, so the
+    its statistic (flag ``stat >= threshold``) that maximise the bound (then TPR - FPR) are chosen; the
+    bound is then computed on the evaluation half only, whose models played no part in the choice, so the
     Clopper-Pearson confidence (alpha/2 per rate, see ``epsilon_lower_bound``) holds without correction.
 
     Args:
@@ -139,17 +139,19 @@ def many_run_canary_audit(
     bound = functools.lru_cache(maxsize=None)(
         lambda tp, n_pos, fp, n_neg: epsilon_lower_bound(tp, n_pos, fp, n_neg, delta, alpha)
     )
-    best = (-1.0, 0, np.inf)
+    best = (-1.0, -1.0, 0, np.inf)
     for c in range(stat.shape[1]):
         s, inc = stat[search, c], included[search, c]
         n_pos, n_neg = int(inc.sum()), int((~inc).sum())
         if not n_pos or not n_neg:
             continue
         for t in np.unique(s):
-            eps = bound(int((s[inc] >= t).sum()), n_pos, int((s[~inc] >= t).sum()), n_neg)
-            if eps > best[0]:
-                best = (eps, c, float(t))
-    _, c, t = best
+            tp, fp = int((s[inc] >= t).sum()), int((s[~inc] >= t).sum())
+            # The bound first; among equal bounds (all 0 with few search models) the largest TPR - FPR.
+            key = (bound(tp, n_pos, fp, n_neg), tp / n_pos - fp / n_neg)
+            if key > best[:2]:
+                best = (*key, c, float(t))
+    _, _, c, t = best
     s, inc = stat[evaluate, c], included[evaluate, c]
     tp, fp = int((s[inc] >= t).sum()), int((s[~inc] >= t).sum())
     n_pos, n_neg = int(inc.sum()), int((~inc).sum())
