@@ -177,3 +177,25 @@ def test_audit_of_dp_sgd_with_huge_noise_is_near_zero(tmp_path):
     row = audit.iloc[0]
     assert row["one_run_eps_lb"] <= row["eps_pld_epoch"] < 0.5
     assert not isinstance(row["violation"], str) or row["violation"] == ""
+
+
+def test_settings_that_differ_in_n_models_are_tabled(tmp_path):
+    """Settings with 2 and 4 models: the model count is a setting coordinate and a count at once, and
+    online LiRA runs on only one of them (it needs 4); every table is still written."""
+    fixed = {**BASE, "pool_size": 200, "canaries": 60, "epochs": 2}
+    spec = {
+        "name": "mixed",
+        "experiments": [
+            {"kind": "mia_train", "fixed": {**fixed, "n_models": 2}, "seeds": 2},
+            {"kind": "mia_train", "fixed": {**fixed, "n_models": 4}, "seeds": 4},
+        ],
+    }
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    args = ("--results", str(tmp_path), "--no-progress", "--executor", "inline")
+    assert run_cli("sweep", str(path), *args) == 0
+    assert run_cli("attack", str(tmp_path / "mixed"), "--attacks", "loss,lira_online") == 0
+    utility = pd.read_csv(tmp_path / "mixed" / "tables" / "privacy_utility.csv")
+    assert sorted(zip(utility["n_models"], utility["models_done"])) == [(2, 2), (4, 4)]
+    audit = pd.read_csv(tmp_path / "mixed" / "tables" / "dp_audit.csv")
+    assert sorted(audit["n_models"]) == [2, 4] and audit["many_run_eps_lb"].isna().sum() == 1

@@ -121,7 +121,9 @@ def audit_setting(rows: pd.DataFrame, models: pd.DataFrame, cfg: dict, model_ids
         "one_run_model": int(model_ids[int(np.argmax(joint))]),
         "one_run_eps_lb_median_model": float(per_model_df["one_run_eps_lb"].median()),
         "many_run_eps_lb": many["eps_lb"],
-        "many_run_counts": f"TP {many['tp']}/{many['n_pos']}, FP {many['fp']}/{many['n_neg']}",
+        "many_run_counts": (
+            f"TP {many['tp']}/{many['n_pos']}, FP {many['fp']}/{many['n_neg']}" if n_models >= 4 else "-"
+        ),
     }
     # The check: each model's bound (at 5%/M, so all of them hold together) against its own claim, and
     # the many-run bound against the most generous claim of the setting.

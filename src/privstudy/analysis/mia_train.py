@@ -307,12 +307,18 @@ def _show(v):
     return json.dumps(v) if isinstance(v, (list, dict)) else v
 
 
+def _count_column(params: list[str]) -> str:
+    """The name of the models-per-setting count: n_models, or models_done where settings differ in the
+    n_models parameter (a column of that name is already a setting coordinate)."""
+    return "models_done" if "n_models" in params else "n_models"
+
+
 def _model_table(models: pd.DataFrame, params: list[str], out_dir: Path) -> Written:
     keys = ["setting"] + params
     numeric = summarise_columns(
         models, keys, ["train_accuracy", "test_accuracy", "gap", "epochs_run", "train_s"]
-    ).rename(columns={"n_trials": "n_models"})
-    pretty = numeric[keys + ["n_models"]].copy()
+    ).rename(columns={"n_trials": _count_column(params)})
+    pretty = numeric[keys + [_count_column(params)]].copy()
     for col, name in (
         ("train_accuracy", "train acc."),
         ("test_accuracy", "test acc."),
@@ -334,7 +340,7 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
     FPR, DP-SGD's epsilon, training time (mean [95% CI] over models / target models)."""
     keys = ["setting"] + params
     cols = [c for c in ("train_accuracy", "test_accuracy", "gap", "train_s", *EPS) if c in models]
-    numeric = summarise_columns(models, keys, cols).rename(columns={"n_trials": "n_models"})
+    numeric = summarise_columns(models, keys, cols).rename(columns={"n_trials": _count_column(params)})
     for attack in PU_ATTACKS:
         sub = risk[risk["attack"] == attack]
         if not len(sub):
@@ -346,7 +352,7 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
         }
         cols["n_nonmembers_min"] = f"{attack}_n_nonmembers_min"
         numeric = numeric.merge(sub[keys + list(cols)].rename(columns=cols), on=keys, how="left")
-    pretty = numeric[keys + ["n_models"]].copy()
+    pretty = numeric[keys + [_count_column(params)]].copy()
     shown = [("test_accuracy", "test acc."), ("gap", "gap")]
     shown += [
         (f"{a}_{m}", f"{a} {label}")
@@ -359,8 +365,9 @@ def _privacy_utility(risk: pd.DataFrame, models: pd.DataFrame, params: list[str]
         fpr = _fpr_of(col)
         if fpr is not None:
             attack = col.split("_tpr_at_fpr_")[0]
+            # NaN: the attack did not run on this setting (e.g. online LiRA with fewer than 4 models).
             cells = [
-                c if resolves(int(n), fpr) else UNRESOLVED
+                "-" if not np.isfinite(n) else c if resolves(int(n), fpr) else UNRESOLVED
                 for c, n in zip(cells, numeric[f"{attack}_n_nonmembers_min"])
             ]
         pretty[label] = cells
