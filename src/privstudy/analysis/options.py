@@ -26,14 +26,9 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def output_error(out: Path, err: OSError) -> str:
     """One line for a failure to write the outputs, with the fix."""
-    import errno
+    from privstudy.harness.results import os_error_reason
 
-    reason = {
-        errno.ENOSPC: "no space left on the device",
-        errno.EDQUOT: "disk quota exceeded",
-        errno.EROFS: "read-only file system",
-        errno.EACCES: "permission denied",
-    }.get(err.errno, err.strerror or type(err).__name__)
+    reason, _ = os_error_reason(err)
     return (
         f"cannot write the outputs to {out}: {reason}; nothing was changed there. Free space or pass "
         f"--out DIR to write them elsewhere"

@@ -13,6 +13,7 @@ all of its rows are on disk; readers ignore shards whose trial has no ``done`` r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -208,6 +209,22 @@ def read_table(study_dir: Path, table: str, trial_ids: Iterable[str] | None = No
     if not files:
         return pd.DataFrame()
     return pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
+
+
+_OS_ERRORS = {  # errno -> (what happened, what to do)
+    errno.ENOSPC: ("no space left on the device", "free space"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or raise the quota"),
+    errno.EROFS: ("read-only file system", "pass --results on a writable file system"),
+    errno.EACCES: ("permission denied", "pass --results in a folder you can write"),
+    errno.ENOENT: ("it vanished (deleted or unmounted?)", "check the file system"),
+    errno.ESTALE: ("stale file handle (the file system was remounted?)", "check the mount"),
+    errno.EIO: ("I/O error", "check the file system"),
+}
+
+
+def os_error_reason(exc: OSError) -> tuple[str, str]:
+    """(what happened, what to do) for an OSError of a results or output folder, in words."""
+    return _OS_ERRORS.get(exc.errno, (exc.strerror or type(exc).__name__, "check the file system"))
 
 
 class ResultsError(RuntimeError):

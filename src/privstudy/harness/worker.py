@@ -52,19 +52,11 @@ class InfrastructureError(RuntimeError):
 
 def infra_message(folder: Path, exc: OSError) -> str:
     """One line for an OSError of the results folder, with the fix."""
-    import errno
-
-    fixes = {
-        errno.ENOSPC: "no space left on the device; free space",
-        errno.EDQUOT: "disk quota exceeded; free space or raise the quota",
-        errno.EROFS: "read-only file system; pass --results on a writable file system",
-        errno.EACCES: "permission denied; pass --results in a folder you can write",
-        errno.ENOENT: "it vanished (deleted or unmounted?); check the file system",
-        errno.ESTALE: "stale file handle (the file system was remounted?); check the mount",
-        errno.EIO: "I/O error; check the file system",
-    }
-    fix = fixes.get(exc.errno, f"{exc.strerror or type(exc).__name__}; check the file system")
-    return f"cannot write to {folder}: {fix}, then rerun the same command (unfinished trials stay pending)"
+    reason, fix = results.os_error_reason(exc)
+    return (
+        f"cannot write to {folder}: {reason}; {fix}, then rerun the same command (unfinished trials stay "
+        f"pending)"
+    )
 
 
 @lru_cache(maxsize=1)
