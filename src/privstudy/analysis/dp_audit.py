@@ -106,11 +106,7 @@ def audit_setting(rows: pd.DataFrame, models: pd.DataFrame, cfg: dict, model_ids
         joint.append(best_joint["eps_lb"])
     per_model_df = pd.DataFrame(per_model)
     delta = float(per_model_df["delta"].max())
-    many = (
-        many_run_canary_audit(stat, included, delta, p, seed=cfg["canary_seed"])
-        if n_models >= 4
-        else {"eps_lb": np.nan, "tp": 0, "n_pos": 0, "fp": 0, "n_neg": 0}
-    )
+    many = many_run_canary_audit(stat, included, delta, p, seed=cfg["canary_seed"]) if n_models >= 4 else None
     setting = {
         "n_models": n_models,
         "n_canaries": m,
@@ -120,20 +116,20 @@ def audit_setting(rows: pd.DataFrame, models: pd.DataFrame, cfg: dict, model_ids
         "one_run_eps_lb": float(np.max(joint)),
         "one_run_model": int(model_ids[int(np.argmax(joint))]),
         "one_run_eps_lb_median_model": float(per_model_df["one_run_eps_lb"].median()),
-        "many_run_eps_lb": many["eps_lb"],
-        "many_run_counts": (
-            f"TP {many['tp']}/{many['n_pos']}, FP {many['fp']}/{many['n_neg']}" if n_models >= 4 else "-"
-        ),
+        "many_run_eps_lb": many["eps_lb"] if many else np.nan,
+        "many_run_counts": "-",
     }
+    if many:
+        setting["many_run_counts"] = f"TP {many['tp']}/{many['n_pos']}, FP {many['fp']}/{many['n_neg']}"
     # The check: each model's bound (at 5%/M, so all of them hold together) against its own claim, and
     # the many-run bound against the most generous claim of the setting.
-    found = [violations({"one_run_eps_lb": j, **{k: r[k] for k in EPS}}) for j, r in zip(joint, per_model)]
+    found = [
+        f"model {int(j)}: {v}"
+        for j, lb, row in zip(model_ids, joint, per_model)
+        if (v := violations({"one_run_eps_lb": lb, **{k: row[k] for k in EPS}}))
+    ]
     found.append(violations({"many_run_eps_lb": setting["many_run_eps_lb"], **{k: setting[k] for k in EPS}}))
-    setting["violation"] = "; ".join(
-        f"model {int(j)}: {v}" if i < len(model_ids) else v
-        for i, (j, v) in enumerate(zip([*model_ids, -1], found))
-        if v
-    )
+    setting["violation"] = "; ".join(v for v in found if v)
     return per_model_df, setting
 
 
