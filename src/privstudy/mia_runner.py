@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from privstudy.data.images import DATASET_SIZES, IMAGE_DATASETS
+from privstudy.data.tabular import TABULAR_DATASETS, TABULAR_SIZES
 from privstudy.defences.dp import DP_OPTIMIZERS
 from privstudy.harness.config import TrialConfig, check, param
 from privstudy.harness.registry import TrialKind
@@ -24,7 +25,8 @@ from privstudy.mia.canaries import CANARY_TYPES
 from privstudy.models.image import ARCHS
 
 Dataset = Literal[IMAGE_DATASETS]
-MiaDataset = Literal[IMAGE_DATASETS + ("imdb",)]
+MiaDataset = Literal[IMAGE_DATASETS + ("imdb",) + TABULAR_DATASETS]
+SIZES = {**DATASET_SIZES, **TABULAR_SIZES}
 DpOptimizer = Literal[DP_OPTIMIZERS]
 
 
@@ -35,7 +37,13 @@ class MiaTrainConfig(TrialConfig):
     dataset: MiaDataset = param(
         "cifar10",
         "Dataset; its train and test examples form the candidate pool "
-        "(imdb: the 50,000 labelled reviews, with arch lstm).",
+        "(imdb: the 50,000 labelled reviews, with arch lstm; the tabular benchmarks location30, "
+        "purchase100, texas100 and the built-in digits_binary, with arch tabular).",
+    )
+    tabular_classes: Optional[int] = param(
+        None,
+        "Tabular datasets: the records re-labelled into this many classes by k-means on the features "
+        "(Shokri et al.'s Purchase-2..100); null: the distributed labels.",
     )
     data_dir: str = param(
         "",
@@ -46,8 +54,14 @@ class MiaTrainConfig(TrialConfig):
     pool_seed: int = param(0, "Seed of the pool sample; trials of one study share it.")
     n_models: int = param(16, "Models in the study (the M of the keep matrix); even. Seeds are 0..M-1.")
     keep_seed: int = param(0, "Seed of the keep matrix; trials of one study share it.")
-    arch: Literal[ARCHS + ("lstm",)] = param(
-        "cnn", "Model: the published CNN, an MLP (images), or the published LSTM (imdb)."
+    arch: Literal[ARCHS + ("lstm", "tabular")] = param(
+        "cnn",
+        "Model: the published CNN, an MLP (images), the published LSTM (imdb), or the tabular papers' "
+        "tanh MLP (widths: hidden).",
+    )
+    hidden: tuple[int, ...] = param(
+        (1024, 512, 256, 128),
+        "arch tabular: widths of the tanh hidden layers (the papers' 1024-512-256-128).",
     )
     vocab_size: int = param(
         20000, "lstm: vocabulary of the TextVectorization fitted on the model's training text."
@@ -94,6 +108,11 @@ class MiaTrainConfig(TrialConfig):
     temperature: float = param(1.0, "Defence at inference: released probabilities are softmax(logits / T).")
     round_decimals: Optional[int] = param(
         None, "Defence at inference: released probabilities rounded to this many decimals; null: not rounded."
+    )
+    release_top_k: Optional[int] = param(
+        None,
+        "Defence at inference: only the k largest probabilities released (renormalised; 1: the label "
+        "only); null: all.",
     )
     dp_noise_multiplier: Optional[float] = param(None, "DP-SGD noise multiplier; null: no DP-SGD.")
     dp_l2_norm_clip: float = param(1.0, "DP-SGD clipping norm of each microbatch's gradient.")
@@ -146,10 +165,28 @@ class MiaTrainConfig(TrialConfig):
             "arch",
             f"imdb needs arch lstm and lstm needs imdb, got dataset {self.dataset} with arch {self.arch}",
         )
+        table = self.dataset in TABULAR_DATASETS
         check(
-            not (text and (self.tta_mirror or self.train_augment or self.external_dataset)),
+            table == (self.arch == "tabular"),
+            "arch",
+            f"tabular datasets need arch tabular and tabular needs one of {', '.join(TABULAR_DATASETS)}, "
+            f"got dataset {self.dataset} with arch {self.arch}",
+        )
+        check(
+            not ((text or table) and (self.tta_mirror or self.train_augment or self.external_dataset)),
             "dataset",
             "tta_mirror, train_augment and external_dataset are for image datasets",
+        )
+        check(
+            self.tabular_classes is None or (table and self.tabular_classes >= 2),
+            "tabular_classes",
+            f"is for tabular datasets and must be >= 2, got {self.tabular_classes} on {self.dataset}",
+        )
+        check(len(self.hidden) >= 1 and min(self.hidden) >= 1, "hidden", "needs at least one positive width")
+        check(
+            self.release_top_k is None or self.release_top_k >= 1,
+            "release_top_k",
+            f"must be >= 1, got {self.release_top_k}",
         )
         check(
             self.vocab_size >= 100 and self.seq_len >= 1,
@@ -188,7 +225,7 @@ class MiaTrainConfig(TrialConfig):
             "DP-SGD is combined here with none of adv_reg, train_augment, early stopping",
         )
         check(self.canaries >= 0, "canaries", f"must be >= 0, got {self.canaries}")
-        available = DATASET_SIZES[self.dataset]
+        available = SIZES[self.dataset]
         check(
             self.pool_size + self.holdout_size + self.canaries <= available,
             "pool_size",
@@ -283,6 +320,11 @@ def study_pool(cfg: MiaTrainConfig) -> Pool:
 
         data = load_imdb(cfg.data_dir or None)
         x_all, y_all, n_classes = data.texts, data.labels, 2
+    elif cfg.dataset in TABULAR_DATASETS:
+        from privstudy.data.tabular import load_tabular, relabelled
+
+        tab = relabelled(load_tabular(cfg.dataset, cfg.data_dir or None), cfg.tabular_classes, cfg.pool_seed)
+        x_all, y_all, n_classes = tab.x, tab.y, tab.n_classes
     else:
         from privstudy.data.images import load_images
 
@@ -332,7 +374,10 @@ def _score_rows(model, ys: np.ndarray, views: list[np.ndarray], cfg: MiaTrainCon
     from privstudy.models.training import logits_of
 
     def scores(v):
-        return example_scores(released_logits(logits_of(model, v), cfg.temperature, cfg.round_decimals), ys)
+        released = released_logits(
+            logits_of(model, v), cfg.temperature, cfg.round_decimals, cfg.release_top_k
+        )
+        return example_scores(released, ys)
 
     base = scores(views[0])
     extra = [scores(v)["lira"] for v in views[1:]]
@@ -349,7 +394,7 @@ def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray, canary_in: np.nda
     training set it would reveal members outside DP-SGD's guarantee (a rare word enters the vocabulary
     only if a member uses it). Canaries never enter the preprocessing.
     """
-    from privstudy.models import image, text
+    from privstudy.models import image, tabular, text
     from privstudy.models.training import FitOptions, fit
 
     # Under DP-SGD the L2 penalty goes into every example's loss (clipped with it: see
@@ -361,6 +406,12 @@ def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray, canary_in: np.nda
         xs, xh = text.vectorize(vec, pool.x), text.vectorize(vec, pool.x_hold)
         model = text.build_text_model(cfg.vocab_size, dropout=cfg.dropout, l2=l2_model)
         transform = lambda raw: text.vectorize(vec, raw)  # noqa: E731
+    elif cfg.arch == "tabular":
+        transform = lambda raw: np.asarray(raw, np.float32)  # noqa: E731  (0/1 features used as they are)
+        xs, xh = transform(pool.x), transform(pool.x_hold)
+        model = tabular.build_tabular_model(
+            xs.shape[1], pool.n_classes, cfg.hidden, l2=l2_model, dropout=cfg.dropout
+        )
     else:
         mean, std = image.channel_stats(pool.x[fit_on])
         xs, xh = image.standardise(pool.x, mean, std), image.standardise(pool.x_hold, mean, std)
