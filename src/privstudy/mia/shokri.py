@@ -103,7 +103,7 @@ class Synthesis:
     queries: np.ndarray  # (searches,) queries spent by every search, found or not
     found: np.ndarray  # (searches,) bool
     start_conf: np.ndarray  # (searches,) target's confidence in the class for the initial record
-    best_conf: np.ndarray  # (searches,) the highest accepted confidence of each search
+    best_conf: np.ndarray  # (searches,) the last accepted confidence (found: the released record's)
 
 
 def synthesize(
@@ -146,10 +146,10 @@ def synthesize(
         released = candidate & (rng.random(len(idx)) < yc)
         found[idx[released]] = True
         active[idx[released]] = False
-        keep = accept & ~released
-        best_x[idx[keep]] = x[idx[keep]]
-        best[idx[keep]] = yc[keep]
-        j[idx[keep]] = 0
+        # an accepted record becomes x* (a released one too: best_conf then holds its confidence)
+        best_x[idx[accept]] = x[idx[accept]]
+        best[idx[accept]] = yc[accept]
+        j[idx[accept]] = 0
         rej = idx[~accept]
         j[rej] += 1
         halve = rej[j[rej] > params.rej_max]
@@ -170,7 +170,7 @@ def synthesize(
             take = np.arange(near.shape[1])[None, :] < k[go][:, None]
             r, c = np.nonzero(take)
             x[go[r], near[r, c]] = rng.integers(0, 2, len(r), dtype=np.uint8)
-    return Synthesis(x[found].copy(), classes[found].copy(), queries, found, start, best)
+    return Synthesis(best_x[found].copy(), classes[found].copy(), queries, found, start, best)
 
 
 @dataclasses.dataclass(frozen=True)
