@@ -124,3 +124,27 @@ def test_imdb_lstm_utility_and_membership_inference(tmp_path):
     print(risk[["auc_mean", "tpr_at_fpr_0.1pct_mean", "tpr_at_fpr_1pct_mean", "pooled_auc"]].to_string())
     assert pu["test_accuracy_mean"].iloc[0] >= 0.78
     assert 0.5 < risk.loc["loss", "auc_mean"] < 0.99, "a real, imperfect attack (not the published 1.0)"
+
+
+LOCATION = SHARED_DATA / "location30"
+
+
+def test_shokri_location_smoke_has_the_papers_shape(tmp_path, monkeypatch):
+    """The shipped Location-30 study, smoke variant, on the real data: the attack with real shadow data
+    beats chance clearly, and the attacker with no data knowledge does worse than the one with real data."""
+    if not (LOCATION / "dataset_location.tgz").is_file():
+        pytest.skip(f"real Location-30 not available ({LOCATION / 'dataset_location.tgz'} is absent)")
+    from conftest import ROOT
+
+    monkeypatch.setenv("PRIVSTUDY_DATA", str(SHARED_DATA))
+    spec = ROOT / "jobs" / "shokri_location.yaml"
+    assert run_cli("sweep", str(spec), "--smoke", "--results", str(tmp_path), "--no-progress") == 0
+    study = tmp_path / "shokri_location_smoke"
+    assert run_cli("aggregate", str(study)) == 0
+    table = pd.read_csv(study / "tables" / "shokri_attack.csv")
+    print(table.to_string())
+    plain = table[(table["knowledge"] == "real") & table["tabular_classes"].isna()].iloc[0]
+    assert plain["n_classes_mean"] == 30
+    assert plain["precision_ci_low"] > 0.55 and plain["auc_mean"] > 0.75
+    vs = pd.read_csv(study / "tables" / "shokri_vs_real.csv").set_index("knowledge")
+    assert vs.loc["random", "auc_loss_mean"] < 0

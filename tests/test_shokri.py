@@ -335,3 +335,24 @@ def test_mia_train_on_a_tabular_dataset_with_label_only_release(tmp_path):
     assert probs.shape == (200, 4)
     np.testing.assert_allclose(np.sort(probs, axis=1)[:, -1], 1.0, atol=1e-6)  # the label only
     assert out["mia_model"]["n_params"].iloc[0] == 64 * 32 + 32 + 32 * 4 + 4
+
+
+def test_the_shipped_shokri_specs_validate(tmp_path, monkeypatch):
+    from conftest import ROOT, run_cli
+
+    for spec in ("shokri_location.yaml", "shokri_purchase.yaml"):
+        for smoke in ([], ["--smoke"]):
+            args = ["sweep", str(ROOT / "jobs" / spec), "--dry-run", "--results", str(tmp_path), *smoke]
+            assert run_cli(*args) == 0
+
+
+def test_data_check_lists_the_tabular_datasets(tmp_path, capsys, records):
+    from conftest import run_cli
+
+    y, x = records
+    (tmp_path / "bangkok").write_text(_csv_rows(y, x, quote=True))
+    assert run_cli("data", "check", "--data-dir", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert f"location30     {tmp_path / 'bangkok'}" in out and "digits_binary  built in" in out
+    assert run_cli("data", "fetch", "texas100") == 2
+    assert "dataset_texas.tgz" in capsys.readouterr().err

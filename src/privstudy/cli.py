@@ -10,10 +10,12 @@ from pathlib import Path
 from privstudy import __version__
 from privstudy.analysis.options import add_output_options
 from privstudy.data.images import IMAGE_DATASETS
+from privstudy.data.tabular import TABULAR_DATASETS
 from privstudy.harness.executors import EXECUTOR_CHOICES
 from privstudy.mia.attacks import ATTACKS
 
-DATASETS = IMAGE_DATASETS + ("imdb",)
+DATASETS = IMAGE_DATASETS + ("imdb",) + TABULAR_DATASETS
+BUILT_IN = {"digits": "built in (scikit-learn)", "digits_binary": "built in (scikit-learn digits, binarised)"}
 
 EPILOG = """\
 examples:
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("check", help="list what is found where")
     check.add_argument("--data-dir", default=None, help="also look in this folder (as a trial's data_dir)")
     fetch = data_sub.add_parser("fetch", help="download a dataset into Keras' cache")
-    fetch.add_argument("name", help=", ".join(d for d in DATASETS if d != "digits"))
+    fetch.add_argument("name", help=", ".join(d for d in DATASETS if d not in BUILT_IN))
 
     agg = sub.add_parser(
         "aggregate",
@@ -278,14 +280,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     """`privstudy data check|fetch`."""
-    from privstudy.data import images, text
+    from privstudy.data import images, tabular, text
 
     if args.data_command == "check":
         for name in DATASETS:
-            if name == "digits":
-                print(f"{name:14s} built in (scikit-learn)")
+            if name in BUILT_IN:
+                print(f"{name:14s} {BUILT_IN[name]}")
                 continue
-            module = text if name == "imdb" else images
+            module = text if name == "imdb" else tabular if name in TABULAR_DATASETS else images
             found = module.find(name, args.data_dir)
             where = (
                 found
@@ -295,6 +297,8 @@ def cmd_data(args: argparse.Namespace) -> int:
             )
             print(f"{name:14s} {where}")
         return 0
+    if args.name in TABULAR_DATASETS:
+        return _fail(f"{args.name} has no download in privstudy: {tabular.how_to_get(args.name)}")
     try:
         print(text.fetch("imdb") if args.name == "imdb" else images.fetch(args.name))
     except ValueError as err:

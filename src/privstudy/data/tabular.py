@@ -159,6 +159,22 @@ _HOW_TO_GET = {
 }
 
 
+def search_dirs(name: str, data_dir: Optional[str] = None) -> list[Path]:
+    """The folders looked in for tabular dataset ``name``, in order."""
+    return locate.search_dirs(name, data_dir)
+
+
+def find(name: str, data_dir: Optional[str] = None) -> Optional[Path]:
+    """The first file or folder that holds dataset ``name``, or None."""
+    hit = locate.find(search_dirs(name, data_dir), _FORMATS[name])
+    return hit[0] if hit else None
+
+
+def how_to_get(name: str) -> str:
+    """Where the files of ``name`` come from and where to put them."""
+    return _HOW_TO_GET[name]
+
+
 @lru_cache(maxsize=4)
 def _load_cached(name: str, data_dir: Optional[str], env: Optional[str]) -> TabularData:
     if name == "digits_binary":
