@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 
 import numpy as np
@@ -356,3 +357,36 @@ def test_data_check_lists_the_tabular_datasets(tmp_path, capsys, records):
     assert f"location30     {tmp_path / 'bangkok'}" in out and "digits_binary  built in" in out
     assert run_cli("data", "fetch", "texas100") == 2
     assert "dataset_texas.tgz" in capsys.readouterr().err
+
+
+def test_aggregation_pairs_each_attacker_with_real_data_by_replicate(tmp_path, write_spec):
+    import pandas as pd
+
+    from conftest import run_cli
+
+    spec = {
+        "name": "sk",
+        "kind": "shokri",
+        "fixed": {
+            "dataset": "digits_binary",
+            "target_size": 150,
+            "n_shadows": 1,
+            "epochs": 3,
+            "hidden": [16],
+        },
+        "grid": {"knowledge": ["random", "real"]},
+        "seeds": 3,
+    }
+    assert run_cli("sweep", str(write_spec(spec)), "--results", str(tmp_path), "--executor", "inline") == 0
+    study = tmp_path / "sk"
+    assert run_cli("aggregate", str(study)) == 0
+    shards = pd.concat(pd.read_parquet(p) for p in (study / "shards" / "shokri_attack").glob("*.parquet"))
+    shards["knowledge"] = shards["config_json"].map(lambda c: json.loads(c)["knowledge"])
+    wide = shards.pivot(index="seed", columns="knowledge", values="auc")
+    vs = pd.read_csv(study / "tables" / "shokri_vs_real.csv")
+    assert list(vs["knowledge"]) == ["random"] and vs["n_pairs"].iloc[0] == 3
+    assert vs["auc_loss_mean"].iloc[0] == pytest.approx((wide["random"] - wide["real"]).mean())
+    table = pd.read_csv(study / "tables" / "shokri_attack.csv")
+    assert list(table["knowledge"]) == ["real", "random"]  # strongest attacker first
+    assert (study / "figures" / "shokri_precision.png").stat().st_size > 0
+    assert "Shadow-model attack by attacker knowledge" in (study / "report.md").read_text()

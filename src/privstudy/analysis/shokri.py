@@ -53,7 +53,8 @@ def _with_settings(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def _order(frame: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     if "knowledge" in params:
         frame = frame.assign(_k=frame["knowledge"].map(KNOWLEDGE_ORDER))
-        keys = [p for p in params if p != "knowledge"] + ["_k"]
+        own = [p for p in params if p in KNOWLEDGE_PARAMS and p != "knowledge"]
+        keys = [p for p in params if p not in KNOWLEDGE_PARAMS] + ["_k"] + own
         return frame.sort_values(keys, kind="mergesort").drop(columns="_k").reset_index(drop=True)
     return frame.sort_values(params, kind="mergesort").reset_index(drop=True) if params else frame
 
