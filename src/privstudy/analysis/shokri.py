@@ -106,13 +106,16 @@ def _figure(summary: pd.DataFrame, params: list[str], out_dir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(9.0, 4.2))
     x_param = "tabular_classes" if "tabular_classes" in params else None
     groups = [p for p in params if p != x_param]
+    shown = _shown_params(summary, params)
+    # a curve's label names only what differs from the study's most common setting
+    common = {p: shown[p].astype(str).mode().iloc[0] for p in groups}
     frames = summary.groupby(groups, sort=False, dropna=False) if groups else [((), summary)]
     for key, g in frames:
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{p}={v}" for p, v in zip(groups, key)) or "all"
+        first = shown.loc[g.index[0]]
+        label = ", ".join(f"{p}={first[p]}" for p in groups if str(first[p]) != common[p]) or "base"
         if x_param:
             g = g.sort_values("n_classes_mean")
             xs = g["n_classes_mean"].to_numpy()
@@ -142,7 +145,7 @@ def _figure(summary: pd.DataFrame, params: list[str], out_dir: Path) -> Path:
     ax.set_ylabel("attack precision (mean, 95% CI)")
     ax.set_ylim(0.4, 1.0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return save_figure(fig, out_dir, "shokri_precision")
 
