@@ -113,7 +113,7 @@ def _figure(summary: pd.DataFrame, params: list[str], out_dir: Path) -> Path:
     # a curve's label names only what differs from the study's most common setting
     common = {p: shown[p].astype(str).mode().iloc[0] for p in groups}
     frames = summary.groupby(groups, sort=False, dropna=False) if groups else [((), summary)]
-    for key, g in frames:
+    for _key, g in frames:
         first = shown.loc[g.index[0]]
         label = ", ".join(f"{p}={first[p]}" for p in groups if str(first[p]) != common[p]) or "base"
         if x_param:
