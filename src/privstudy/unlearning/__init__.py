@@ -1,0 +1,1 @@
+"""Machine unlearning: SISA's exact unlearning (``sisa``)."""

@@ -1,0 +1,124 @@
+"""SISA's plan, requests, retraining cost and aggregation (privstudy.unlearning.sisa), by known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from privstudy.unlearning import sisa
+
+
+@pytest.mark.parametrize("epochs,slices", [(20, 1), (30, 5), (9, 2), (10, 4), (50, 10), (7, 3)])
+def test_stage_epochs_give_every_point_e_epochs_of_work(epochs, slices):
+    sched = sisa.stage_epochs(epochs, slices)
+    assert len(sched) == slices and min(sched) >= 0
+    work = sum(e * r for r, e in enumerate(sched, start=1)) / slices  # stage r trains r of R slices
+    e_avg = 2 * epochs / (slices + 1)
+    if e_avg == int(e_avg):
+        assert work == epochs
+    else:  # int() rounding moves at most one epoch per stage boundary
+        assert abs(work - epochs) <= slices
+    assert sisa.stage_epochs(30, 5) == [10, 10, 10, 10, 10]
+    assert sisa.stage_epochs(10, 4) == [4, 4, 4, 4]
+
+
+def test_plan_covers_every_point_once_in_contiguous_shards():
+    plan = sisa.SisaPlan.build(103, 4, 3, epochs=6, seed=1)
+    pts = np.concatenate([s.points for s in plan.shards])
+    assert sorted(pts) == list(range(103))
+    assert list(plan.sizes()) == [26, 26, 26, 25]
+    order = np.random.default_rng([1, 0x73697361]).permutation(103)
+    np.testing.assert_array_equal(plan.shards[0].points, order[:26])  # contiguous after the shuffle
+    with pytest.raises(ValueError, match="at least one point per slice"):
+        sisa.SisaPlan.build(5, 3, 2, epochs=1, seed=0)
+
+
+def test_empty_request_changes_nothing():
+    plan = sisa.SisaPlan.build(60, 3, 2, epochs=3, seed=0)
+    keys = [[s.key(r) for r in range(3)] for s in plan.shards]
+    assert sisa.delete(plan, []) == []
+    assert [[s.key(r) for r in range(3)] for s in plan.shards] == keys
+
+
+def test_a_request_retrains_only_its_shard_from_the_last_unaffected_checkpoint():
+    plan = sisa.SisaPlan.build(120, 3, 4, epochs=10, seed=2)  # 40 points per shard, 10 per slice
+    target = int(plan.shards[1].slices[2][3])  # shard 1, slice 3 (0-based 2)
+    before = [[s.key(r) for r in range(5)] for s in plan.shards]
+    (job,) = sisa.delete(plan, [target])
+    assert job.shard == 1 and job.from_stage == 2  # resume after stages 1, 2
+    # stages 3 and 4 (4 epochs each: e' = 2 * 10 / 5) on 29 and 39 points
+    assert job.point_epochs == 4 * 29 + 4 * 39
+    after = [[s.key(r) for r in range(5)] for s in plan.shards]
+    assert after[0] == before[0] and after[2] == before[2]  # other shards untouched
+    assert after[1][:3] == before[1][:3] and after[1][3:] != before[1][3:]
+    assert target not in plan.shards[1].points
+    assert sisa.delete(plan, [target]) == []  # already gone
+
+
+def test_single_request_cost_matches_the_cost_model():
+    n, s, r, e = 6000, 4, 4, 5  # e' = 2, whole epochs
+    rng = np.random.default_rng(3)
+    costs = []
+    for _ in range(400):
+        plan = sisa.SisaPlan.build(n, s, r, epochs=e, seed=int(rng.integers(1 << 30)))
+        (job,) = sisa.delete(plan, [int(rng.integers(n))])
+        costs.append(job.point_epochs)
+    costs = np.array(costs, float)
+    predicted = sisa.expected_request_cost(n, s, r, e)  # (2R+1)/(3R) N/S e = 0.75 * 7500
+    se = costs.std(ddof=1) / np.sqrt(len(costs))
+    # the deleted point itself is not retrained: at most e point-epochs below the model
+    assert abs(costs.mean() - predicted) < 4 * se + e
+
+
+def test_batched_requests_hit_the_expected_number_of_shards():
+    n, s, k = 2000, 10, 7
+    rng = np.random.default_rng(4)
+    points = []
+    for _ in range(500):
+        plan = sisa.SisaPlan.build(n, s, 1, epochs=1, seed=int(rng.integers(1 << 30)))
+        jobs = sisa.delete(plan, sisa.draw_requests("uniform", n, k, rng))
+        points.append(sum(j.point_epochs for j in jobs) + k)  # + the deleted points themselves
+    points = np.array(points, float)
+    se = points.std(ddof=1) / np.sqrt(len(points))
+    assert abs(points.mean() - sisa.expected_batch_points(n, s, k)) < 4 * se + 1
+
+
+def test_request_distributions_have_their_means():
+    n, draws = 1000, 200000
+    rng = np.random.default_rng(5)
+    uni = sisa.draw_requests("uniform", n, draws, rng, distinct=False)
+    assert abs(uni.mean() - (n - 1) / 2) < 4 * uni.std() / np.sqrt(draws)
+    # exponential: floor of Exp(lambda) is geometric with q = exp(-lambda), truncated to 0..N-1
+    q = np.exp(np.log(0.05) / n)
+    mean_geo = q / (1 - q) - n * q**n / (1 - q**n)
+    ex = sisa.draw_requests("exponential", n, draws, rng, distinct=False)
+    assert abs(ex.mean() - mean_geo) < 4 * ex.std() / np.sqrt(draws)
+    # pareto: floor of Lomax(a): P(i) = (1 + i)^-a - (2 + i)^-a, truncated to 0..N-1
+    i = np.arange(n)
+    pmf = (1.0 + i) ** -1.16 - (2.0 + i) ** -1.16
+    pmf /= pmf.sum()
+    pa = sisa.draw_requests("pareto", n, draws, rng, distinct=False)
+    assert abs(pa.mean() - (i * pmf).sum()) < 4 * pa.std() / np.sqrt(draws)
+    assert abs((pa == 0).mean() - pmf[0]) < 4 * np.sqrt(pmf[0] * (1 - pmf[0]) / draws)
+    distinct = sisa.draw_requests("pareto", n, 300, rng)
+    assert len(set(distinct)) == 300
+
+
+def test_aggregation_by_hand():
+    # 3 shard models, 2 points, 3 classes
+    probs = np.array(
+        [
+            [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]],
+            [[0.1, 0.45, 0.45], [0.4, 0.35, 0.25]],
+            [[0.2, 0.5, 0.3], [0.4, 0.3, 0.3]],
+        ]
+    )
+    # votes: point 0 -> 0, 1, 1 -> class 1; point 1 -> 1, 0, 0 -> class 0
+    np.testing.assert_array_equal(sisa.aggregate(probs, "vote"), [1, 0])
+    # averages: point 0 -> (0.3, 0.4167, 0.2833) -> 1; point 1 -> (0.333, 0.383, 0.283) -> 1
+    np.testing.assert_array_equal(sisa.aggregate(probs, "average"), [1, 1])
+    # weights 3, 1, 1 make shard 0 decide the votes
+    np.testing.assert_array_equal(sisa.aggregate(probs, "vote", np.array([3.0, 1, 1])), [0, 1])
+    np.testing.assert_allclose(sisa.shard_weights(np.array([10, 30]), "proportional"), [0.25, 0.75])
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        sisa.aggregate(probs, "median")
