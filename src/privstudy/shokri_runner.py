@@ -230,6 +230,15 @@ def _precision_recall(pred: np.ndarray, member: np.ndarray) -> tuple[float, floa
     return precision, recall
 
 
+NO_SYNTHESIS = {  # the synthesis columns of an attacker that synthesises nothing
+    "synth_searches": 0,
+    "synth_found": 0,
+    "synth_queries": 0,
+    "synth_queries_per_record": float("nan"),
+    "synth_confidence": float("nan"),
+}
+
+
 def _model_synthesis(cfg: ShokriConfig, query, n_classes: int, d: int, rng: np.random.Generator):
     from privstudy.mia.shokri import SynthesisParams, synthesize
 
@@ -263,13 +272,7 @@ def attacker_data(cfg: ShokriConfig, x, y, n_classes, parts, query, rng):
     """The attacker's labelled shadow data at ``cfg.knowledge``, and the synthesis statistics."""
     from privstudy.mia import shokri
 
-    stats = {
-        "synth_searches": 0,
-        "synth_found": 0,
-        "synth_queries": 0,
-        "synth_queries_per_record": float("nan"),
-        "synth_confidence": float("nan"),
-    }
+    stats = dict(NO_SYNTHESIS)
     d = x.shape[1]
     if cfg.knowledge == "real":
         return x[parts["attacker"]], y[parts["attacker"]], stats

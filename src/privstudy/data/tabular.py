@@ -33,7 +33,6 @@ from privstudy.data import locate
 
 TABULAR_DATASETS = ("location30", "purchase100", "texas100", "digits_binary")
 TABULAR_SIZES = {"location30": 5010, "purchase100": 197324, "texas100": 67330, "digits_binary": 1797}
-TABULAR_CLASSES = {"location30": 30, "purchase100": 100, "texas100": 100, "digits_binary": 10}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -93,15 +93,6 @@ class SisaPlan:
     def schedule(self) -> list[int]:
         return stage_epochs(self.epochs, self.n_slices)
 
-    def shard_of(self) -> dict[int, tuple[int, int]]:
-        """Point index -> (shard, slice) of every point still in the plan."""
-        out = {}
-        for s, shard in enumerate(self.shards):
-            for r, sl in enumerate(shard.slices):
-                for i in sl:
-                    out[int(i)] = (s, r)
-        return out
-
     def sizes(self) -> np.ndarray:
         return np.array([len(s.points) for s in self.shards])
 
@@ -122,19 +113,17 @@ def delete(plan: SisaPlan, points: Sequence[int]) -> list[Retrain]:
     A shard resumes from the last stage whose slices hold none of the deleted points: that stage's
     checkpoint key is unchanged. Points not in the plan (already deleted) are ignored.
     """
-    where = plan.shard_of()
-    hit: dict[int, dict[int, list[int]]] = {}
-    for p in points:
-        if int(p) in where:
-            s, r = where[int(p)]
-            hit.setdefault(s, {}).setdefault(r, []).append(int(p))
+    points = np.asarray(points, np.int64)
     schedule = plan.schedule()
     out = []
-    for s in sorted(hit):
-        shard = plan.shards[s]
-        first = min(hit[s])  # 0-based slice of the earliest deleted point
-        for r, gone in hit[s].items():
-            shard.slices[r] = shard.slices[r][~np.isin(shard.slices[r], gone)]
+    for s, shard in enumerate(plan.shards):
+        gone = [np.isin(sl, points) for sl in shard.slices]
+        touched = [r for r, g in enumerate(gone) if g.any()]
+        if not touched:
+            continue
+        first = touched[0]  # 0-based slice of the earliest deleted point
+        for r in touched:
+            shard.slices[r] = shard.slices[r][~gone[r]]
         # stages first+1..R (1-based) are retrained, stage k on slices 1..k
         work = sum(schedule[k - 1] * len(shard.seen(k)) for k in range(first + 1, plan.n_slices + 1))
         out.append(Retrain(s, first, int(work)))
