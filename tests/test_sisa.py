@@ -133,35 +133,60 @@ def test_unlearning_is_exact_retrained_shard_equals_training_from_scratch():
 
     from privstudy.data.tabular import load_tabular
     from privstudy.models.tabular import build_tabular_model
-    from privstudy.models.training import FitOptions, fit, seed_everything
-    from privstudy.unlearning.sisa_train import CheckpointStore, train_shard
+    from privstudy.models.training import seed_everything
+    from privstudy.unlearning.sisa_train import CheckpointStore, KerasTrainer, train_shard
 
     seed_everything(0, deterministic=True)
     data = load_tabular("digits_binary")
     x, y = data.x[:600].astype(np.float32), data.y[:600]
     plan = sisa.SisaPlan.build(600, 2, 3, epochs=3, seed=7)
-
-    def make():
-        return build_tabular_model(64, 10, (32,))
-
-    def fit_stage(model, xs, ys, epochs, seed):
-        fit(model, xs, ys, FitOptions(epochs=epochs, batch_size=32, seed=seed))
+    trainer = KerasTrainer(lambda: build_tabular_model(64, 10, (32,)), batch_size=32, learning_rate=1e-3)
 
     store = CheckpointStore()
-    before, _ = train_shard(plan.shards[0], 0, plan.schedule(), x, y, make, fit_stage, store, seed=1)
-    w_before = [w.copy() for w in before.get_weights()]
+    w_before, _ = train_shard(plan.shards[0], 0, plan.schedule(), x, y, trainer, store, seed=1)
     gone = int(plan.shards[0].slices[1][5])
     (job,) = sisa.delete(plan, [gone])
     assert job.shard == 0 and job.from_stage == 1
-    after, cost = train_shard(
-        plan.shards[0], 0, plan.schedule(), x, y, make, fit_stage, store, 1, job.from_stage
-    )
+    w_after, cost = train_shard(plan.shards[0], 0, plan.schedule(), x, y, trainer, store, 1, job.from_stage)
     assert cost.stages == 2 and cost.point_epochs == job.point_epochs
-    fresh, _ = train_shard(
-        copy.deepcopy(plan.shards[0]), 0, plan.schedule(), x, y, make, fit_stage, CheckpointStore(), seed=1
+    w_fresh, _ = train_shard(
+        copy.deepcopy(plan.shards[0]), 0, plan.schedule(), x, y, trainer, CheckpointStore(), seed=1
     )
-    for a, b in zip(after.get_weights(), fresh.get_weights()):
+    for a, b in zip(w_after, w_fresh):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(after.get_weights(), w_before))
+    assert any(not np.array_equal(a, b) for a, b in zip(w_after, w_before))
     assert len(store.weights) == 5 and store.nbytes > 0  # stages 1-3, then 2-3 again under new keys
+    store.keep_only(plan.shards[0].key(r) for r in range(1, 4))
+    assert len(store.weights) == 3 and store.peak_nbytes > store.nbytes
+    # the shard learnt: after 3 epochs it fits its 300 points well above chance (0.1; 0.2 is 6 standard errors)
+    acc = (trainer.logits(w_fresh, x[plan.shards[0].points]).argmax(1) == y[plan.shards[0].points]).mean()
+    assert acc > 0.2
     tf.keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("n,s,r,e", [(6000, 4, 4, 5), (1000, 5, 1, 20), (3000, 10, 5, 3), (900, 1, 2, 6)])
+def test_expected_cost_reduces_to_the_closed_forms(n, s, r, e):
+    # one request: (2R + 1)/(3R) N/S e where e' = 2e/(R + 1) is whole
+    if (2 * e) % (r + 1) == 0:
+        assert sisa.expected_cost(n, s, r, e) == pytest.approx(sisa.expected_request_cost(n, s, r, e))
+    # R = 1, K requests in a batch: N e (1 - (1 - 1/S)^K)
+    for k in (1, 3, 40):
+        assert sisa.expected_cost(n, s, 1, e, k) == pytest.approx(e * sisa.expected_batch_points(n, s, k))
+    # every request lands somewhere: with S = 1, R = 1 a batch retrains everything
+    assert sisa.expected_cost(n, 1, 1, e, 7) == pytest.approx(n * e)
+    assert sisa.predicted_speedup(3000, 10, 20, 21) == pytest.approx(3 * 20 * 10 / 41)  # 3RS/(2R+1)
+
+
+def test_expected_cost_matches_simulated_batches():
+    """K uniform requests (distinct, as served) on a sliced plan: the mean of ``delete``'s point-epochs
+    over repeated plans agrees with the formula within its Monte Carlo error."""
+    n, s, r, e, k = 2400, 4, 3, 4, 6
+    rng = np.random.default_rng(11)
+    costs = []
+    for rep in range(400):
+        plan = sisa.SisaPlan.build(n, s, r, e, seed=rep)
+        costs.append(sum(j.point_epochs for j in sisa.delete(plan, rng.choice(n, k, replace=False))))
+    costs = np.array(costs, float)
+    se = costs.std(ddof=1) / np.sqrt(len(costs))
+    # the formula neglects the deleted points' own share (k points out of a 600-point shard): < 1%
+    assert abs(costs.mean() - sisa.expected_cost(n, s, r, e, k)) < 4 * se + 0.01 * costs.mean()

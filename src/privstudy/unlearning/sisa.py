@@ -202,3 +202,26 @@ def expected_batch_points(n_points: int, n_shards: int, k: int) -> float:
     """Expected points retrained from scratch by K uniform requests served as one batch with R = 1:
     N (1 - (1 - 1/S)^K) (the expected number of distinct shards hit, times N / S)."""
     return n_points * (1 - (1 - 1 / n_shards) ** k)
+
+
+def expected_cost(n_points: int, n_shards: int, n_slices: int, epochs: int, k: int = 1) -> float:
+    """Expected point-epochs to serve K uniform requests as one batch, for the actual stage schedule.
+
+    Each shard holds N/S points in R slices of N/(SR). A request falls in slices 1..j of a given shard
+    with probability j/(SR); the shard retrains from its earliest hit slice j, stages j..R, stage r on r
+    slices. So E = S * sum_j [(1 - (j-1)/(SR))^K - (1 - j/(SR))^K] * sum_{r=j..R} e_r r N/(SR), with the
+    requests drawn independently (with replacement) and the deleted points' own share neglected. K = 1
+    gives (2R + 1)/(3R) N/S e where 2e/(R + 1) is whole; R = 1 gives N e (1 - (1 - 1/S)^K).
+    """
+    sched = stage_epochs(epochs, n_slices)
+    per_slice = n_points / (n_shards * n_slices)
+    total = 0.0
+    for j in range(1, n_slices + 1):
+        p_first = (1 - (j - 1) / (n_shards * n_slices)) ** k - (1 - j / (n_shards * n_slices)) ** k
+        total += p_first * sum(sched[r - 1] * r * per_slice for r in range(j, n_slices + 1))
+    return n_shards * total
+
+
+def predicted_speedup(n_points: int, n_shards: int, n_slices: int, epochs: int, k: int = 1) -> float:
+    """Full retraining (N e point-epochs) over the expected cost of K uniform requests in one batch."""
+    return n_points * epochs / expected_cost(n_points, n_shards, n_slices, epochs, k)
