@@ -158,7 +158,7 @@ def test_unlearning_is_exact_retrained_shard_equals_training_from_scratch():
     assert len(store.weights) == 5 and store.nbytes > 0  # stages 1-3, then 2-3 again under new keys
     store.keep_only(plan.shards[0].key(r) for r in range(1, 4))
     assert len(store.weights) == 3 and store.peak_nbytes > store.nbytes
-    # the shard learnt: after 3 epochs it fits its 300 points well above chance (0.1; 0.2 is 6 standard errors)
+    # the shard learnt: after 3 epochs it fits its 300 points above chance (0.1; 0.2 is 6 standard errors)
     acc = (trainer.logits(w_fresh, x[plan.shards[0].points]).argmax(1) == y[plan.shards[0].points]).mean()
     assert acc > 0.2
     tf.keras.backend.clear_session()
