@@ -197,10 +197,10 @@ REQUEST = pa.schema(
 
 SCORES = pa.schema(
     [
-        ("phase", pa.string()),  # before (the trained ensemble), after (unlearned), retrain (baseline)
+        ("phase", pa.string()),  # before (the trained ensemble), after (unlearnt), retrain (baseline)
         ("example_id", pa.int64()),  # position in the pool
         ("member", pa.bool_()),  # in the trial's keep row: trained on before any request
-        ("forgotten", pa.bool_()),  # requested for deletion (a member)
+        ("forgotten", pa.bool_()),  # requested for deletion (a member; marked in every phase)
         ("label", pa.int32()),
         ("loss", pa.float64()),  # of the probability-averaged ensemble (the baseline: its own)
         ("p_true", pa.float64()),
@@ -375,13 +375,12 @@ def run(cfg: SisaConfig) -> dict[str, pd.DataFrame]:
 
     pool_z, test_z, meta_z = evaluate(weights)
     acc_before = accuracies(test_z, splits.y_test, meta_z, splits.y_meta, plan.sizes(), cfg.seed)
-    forgotten = np.zeros(len(splits.y), bool)
-    no_forgetting = forgotten.copy()
-    scores = [score_rows("before", ensemble_logits(pool_z), splits, member, no_forgetting)]
-
     batches = request_batches(cfg, order)
+    forgotten = np.zeros(len(splits.y), bool)  # pool positions of the requested points
     for b in batches:
         forgotten[train_ids[b]] = True
+    # "before" marks the points that will be requested: they are members then
+    scores = [score_rows("before", ensemble_logits(pool_z), splits, member, forgotten)]
     requests, shards_retrained = [], 0
     k_batch = cfg.request_batch or max(cfg.requests, 1)
     for i, points in enumerate(batches):
@@ -428,6 +427,7 @@ def run(cfg: SisaConfig) -> dict[str, pd.DataFrame]:
     req = pd.DataFrame(requests, columns=REQUEST.names)
     served = req["seconds"].mean() if len(req) else float("nan")
     served_work = req["point_epochs"].mean() if len(req) else float("nan")
+    unlearnt = bool(len(req)) and cfg.unlearning == "sisa" and served > 0 and served_work > 0
     row = {
         "n_train": len(x),
         "n_classes": splits.n_classes,
@@ -446,10 +446,8 @@ def run(cfg: SisaConfig) -> dict[str, pd.DataFrame]:
         "unlearn_point_epochs": int(req["point_epochs"].sum()) if len(req) else 0,
         "retrain_s": mono_cost.seconds,
         "retrain_point_epochs": mono_cost.point_epochs,
-        "speedup_time": mono_cost.seconds / served if len(req) and served > 0 else float("nan"),
-        "speedup_work": mono_cost.point_epochs / served_work
-        if len(req) and served_work > 0
-        else float("nan"),
+        "speedup_time": mono_cost.seconds / served if unlearnt else float("nan"),
+        "speedup_work": mono_cost.point_epochs / served_work if unlearnt else float("nan"),
         "speedup_predicted": sisa.predicted_speedup(len(x), cfg.shards, cfg.slices, cfg.epochs, k_batch)
         if batches and cfg.request_distribution == "uniform" and cfg.unlearning == "sisa"
         else float("nan"),
