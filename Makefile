@@ -53,3 +53,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench_cnn.py
 	$(BIN)/python benchmarks/bench_mia.py
 	$(BIN)/python benchmarks/bench_dp.py
+	$(BIN)/python benchmarks/bench_sisa.py
