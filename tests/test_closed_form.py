@@ -136,3 +136,58 @@ def test_the_reference_lissa_recursion_solves_with_damping_d_times_s():
     np.testing.assert_allclose(u / s, np.linalg.solve(h + d * s * np.eye(5), v), rtol=1e-6)
     ours = cf.lissa(obj.hvp(theta), v, damping=d * s, scale=s, tol=1e-13, max_iter=100_000)
     np.testing.assert_allclose(ours.x, u / s, rtol=1e-6)
+
+
+def test_keras_hvp_equals_finite_differences_and_the_convex_case():
+    """Double-backprop HVPs of a Keras model against central differences of its gradient (float64),
+    and, for a softmax layer on two classes, the Hessian-vector product of the logistic objective."""
+    import tensorflow as tf
+
+    from privstudy.unlearning import influence
+
+    tf.keras.backend.set_floatx("float64")
+    try:
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=(300, 5))
+        y = rng.integers(0, 3, 300)
+        model = tf.keras.Sequential(
+            [
+                tf.keras.Input((5,)),
+                tf.keras.layers.Dense(4, activation="tanh"),
+                tf.keras.layers.Dense(3, activation="softmax"),
+            ]
+        )
+        params = influence.parameters(model)
+        theta = influence.get_flat(params)
+        v = rng.normal(size=len(theta))
+        hv = influence.hvp_function(model, params, x, y, l2=0.1, chunk=128)(v)
+        eps = 1e-5
+        influence.set_flat(params, theta + eps * v)
+        g_plus = influence.loss_gradient(model, params, x, y, chunk=128)
+        influence.set_flat(params, theta - eps * v)
+        g_minus = influence.loss_gradient(model, params, x, y, chunk=128)
+        influence.set_flat(params, theta)
+        np.testing.assert_allclose(hv, (g_plus - g_minus) / (2 * eps) + 0.1 * v, rtol=1e-5, atol=1e-7)
+        # the last layer alone: its parameters only
+        last = influence.parameters(model, last_layers=1)
+        assert sum(int(np.prod(p.shape)) for p in last) == 4 * 3 + 3
+
+        # softmax over logits (0, w^T x): exactly logistic regression with theta = w (no bias)
+        xb = np.c_[x[:, :3], np.ones(300)]
+        yb = (y > 0).astype(int)
+        inp = tf.keras.Input((4,))
+        zero = tf.keras.layers.Lambda(lambda t: tf.zeros_like(t[:, :1]))(inp)
+        logit = tf.keras.layers.Dense(1, use_bias=False)(inp)
+        probs = tf.keras.layers.Softmax()(tf.keras.layers.Concatenate()([zero, logit]))
+        lr = tf.keras.Model(inp, probs)
+        w = rng.normal(size=4)
+        influence.set_flat(influence.parameters(lr), w)
+        obj = cf.Objective(xb, yb, lam=0.5)
+        u = rng.normal(size=4)
+        keras_hv = influence.hvp_function(lr, influence.parameters(lr), xb, yb, l2=0.5)(u)
+        np.testing.assert_allclose(keras_hv, obj.hvp(w)(u), rtol=1e-9)
+        keras_g = influence.loss_gradient(lr, influence.parameters(lr), xb, yb)
+        np.testing.assert_allclose(keras_g, cf.grad_sum(w, xb, yb), rtol=1e-9)
+    finally:
+        tf.keras.backend.set_floatx("float32")
+        tf.keras.backend.clear_session()

@@ -1,0 +1,87 @@
+"""Gradients and Hessian-vector products of a Keras model's summed training loss, over flat parameter
+vectors, for closed-form unlearning of neural networks (the solvers are in ``closed_form``).
+
+The parameters are a model's trainable variables, or those of its last ``last_layers`` layers with
+weights (the reference code unlearns the last layers only); a flat float64 vector concatenates them in
+order. The loss is the *summed* cross-entropy over the given examples (the reference code sums Keras
+mean losses over chunks, which rescales the gradient by the chunk size and hides it in tau), plus
+``l2 / 2 * ||theta||^2`` when asked. Hessian-vector products are double backprop: the gradient of
+<grad L, v>, evaluated in chunks so that memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def parameters(model, last_layers: Optional[int] = None) -> list:
+    """The trainable variables unlearning updates: all, or those of the last ``last_layers`` layers
+    that have any."""
+    if last_layers is None:
+        return list(model.trainable_variables)
+    with_weights = [layer for layer in model.layers if layer.trainable_weights]
+    if not 1 <= last_layers <= len(with_weights):
+        raise ValueError(f"last_layers must be in 1..{len(with_weights)}, got {last_layers}")
+    return [v for layer in with_weights[-last_layers:] for v in layer.trainable_weights]
+
+
+def get_flat(variables: list) -> np.ndarray:
+    return np.concatenate([v.numpy().ravel() for v in variables]).astype(np.float64)
+
+
+def set_flat(variables: list, flat: np.ndarray) -> None:
+    at = 0
+    for v in variables:
+        n = int(np.prod(v.shape))
+        v.assign(flat[at : at + n].reshape(v.shape).astype(v.dtype.as_numpy_dtype))
+        at += n
+    if at != len(flat):
+        raise ValueError(f"flat vector has {len(flat)} entries; the variables hold {at}")
+
+
+def _summed_loss(model, x, y):
+    import tensorflow as tf
+
+    probs = model(x, training=False)
+    return tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(y, probs))
+
+
+def _flatten(tensors) -> np.ndarray:
+    return np.concatenate([t.numpy().ravel() for t in tensors]).astype(np.float64)
+
+
+def loss_gradient(model, variables, x: np.ndarray, y: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Gradient of the summed loss over (x, y) in ``variables``, flat float64; zeros for no examples."""
+    import tensorflow as tf
+
+    total = np.zeros(sum(int(np.prod(v.shape)) for v in variables))
+    for i in range(0, len(x), chunk):
+        with tf.GradientTape() as tape:
+            loss = _summed_loss(model, x[i : i + chunk], y[i : i + chunk])
+        total += _flatten(tape.gradient(loss, variables))
+    return total
+
+
+def hvp_function(model, variables, x: np.ndarray, y: np.ndarray, l2: float = 0.0, chunk: int = 1024):
+    """v -> H v, H the Hessian of sum loss(x, y) + l2/2 ||params||^2 in ``variables`` (flat float64)."""
+    import tensorflow as tf
+
+    shapes = [v.shape for v in variables]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def hvp(vec: np.ndarray) -> np.ndarray:
+        parts = np.split(np.asarray(vec, np.float64), np.cumsum(sizes)[:-1])
+        tangents = [tf.constant(p.reshape(s), dtype=v.dtype) for p, s, v in zip(parts, shapes, variables)]
+        out = np.zeros(sum(sizes))
+        for i in range(0, len(x), chunk):
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    loss = _summed_loss(model, x[i : i + chunk], y[i : i + chunk])
+                grads = inner.gradient(loss, variables)
+                dot = tf.add_n([tf.reduce_sum(g * t) for g, t in zip(grads, tangents)])
+            out += _flatten(outer.gradient(dot, variables))
+        return out + l2 * np.asarray(vec, np.float64)
+
+    return hvp
