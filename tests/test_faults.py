@@ -338,3 +338,26 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_a_zombie_writer_counts_as_gone(tmp_path):
+    """A worker killed while writing, whose dead parent leaves it unreaped, is a zombie: kill(pid, 0)
+    still succeeds, but it will never write again, so its temp file is stale."""
+    import subprocess
+    import time
+
+    from privstudy.harness import results
+    from privstudy.harness.lock import pid_alive
+
+    child = subprocess.Popen(["sleep", "0"])  # exits at once; not waited for: a zombie
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.01)
+    assert not pid_alive(child.pid)
+    tmp = tmp_path / f".x.parquet.abc.w{child.pid}@{results._HOST}.tmp"
+    tmp.write_text("partial")
+    assert results.temp_writer_gone(tmp) and results.remove_stale_temp_files(tmp_path) == 1
+    child.wait()
+    assert pid_alive(os.getpid())

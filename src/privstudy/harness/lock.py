@@ -32,14 +32,23 @@ class LockHeld(RuntimeError):
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
+    """Whether a process with this pid exists on this host and can still act.
+
+    A zombie (exited, not yet reaped: a killed sweep's worker whose parent died, in a container whose
+    init does not reap) still answers ``kill(pid, 0)`` but will never write again: it counts as gone.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+        pass  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (or it vanished just now): trust kill(pid, 0)
+    # the state follows the parenthesised command name, which may itself hold spaces or parentheses
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
 
 
 class StudyLock:
