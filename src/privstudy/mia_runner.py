@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from privstudy.data.examples import check_tabular_arch
 from privstudy.data.images import DATASET_SIZES, IMAGE_DATASETS
 from privstudy.data.tabular import TABULAR_DATASETS, TABULAR_SIZES
 from privstudy.defences.dp import DP_OPTIMIZERS
@@ -166,21 +167,11 @@ class MiaTrainConfig(TrialConfig):
             f"imdb needs arch lstm and lstm needs imdb, got dataset {self.dataset} with arch {self.arch}",
         )
         table = self.dataset in TABULAR_DATASETS
-        check(
-            table == (self.arch == "tabular"),
-            "arch",
-            f"tabular datasets need arch tabular and tabular needs one of {', '.join(TABULAR_DATASETS)}, "
-            f"got dataset {self.dataset} with arch {self.arch}",
-        )
+        check_tabular_arch(self.dataset, self.arch, self.tabular_classes)
         check(
             not ((text or table) and (self.tta_mirror or self.train_augment or self.external_dataset)),
             "dataset",
             "tta_mirror, train_augment and external_dataset are for image datasets",
-        )
-        check(
-            self.tabular_classes is None or (table and self.tabular_classes >= 2),
-            "tabular_classes",
-            f"is for tabular datasets and must be >= 2, got {self.tabular_classes} on {self.dataset}",
         )
         check(len(self.hidden) >= 1 and min(self.hidden) >= 1, "hidden", "needs at least one positive width")
         check(
@@ -312,24 +303,13 @@ class Pool:
 
 def study_pool(cfg: MiaTrainConfig) -> Pool:
     """The study's pool (drawn by pool_seed) and the holdout (drawn from the rest)."""
+    from privstudy.data.examples import load_examples
     from privstudy.mia.canaries import canary_indices, canary_labels
     from privstudy.mia.keep import pool_indices
 
-    if cfg.dataset == "imdb":
-        from privstudy.data.text import load_imdb
-
-        data = load_imdb(cfg.data_dir or None)
-        x_all, y_all, n_classes = data.texts, data.labels, 2
-    elif cfg.dataset in TABULAR_DATASETS:
-        from privstudy.data.tabular import load_tabular, relabelled
-
-        tab = relabelled(load_tabular(cfg.dataset, cfg.data_dir or None), cfg.tabular_classes, cfg.pool_seed)
-        x_all, y_all, n_classes = tab.x, tab.y, tab.n_classes
-    else:
-        from privstudy.data.images import load_images
-
-        images = load_images(cfg.dataset, cfg.data_dir or None)
-        (x_all, y_all), n_classes = images.pool(), images.n_classes
+    x_all, y_all, n_classes = load_examples(
+        cfg.dataset, cfg.data_dir or None, cfg.tabular_classes, cfg.pool_seed
+    )
     if cfg.pool_size + cfg.holdout_size + cfg.canaries > len(x_all):
         raise ValueError(
             f"pool_size={cfg.pool_size} plus holdout_size={cfg.holdout_size} plus canaries={cfg.canaries} "

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from privstudy.data.examples import check_tabular_arch
 from privstudy.data.images import DATASET_SIZES, IMAGE_DATASETS
 from privstudy.data.tabular import TABULAR_DATASETS, TABULAR_SIZES
 from privstudy.harness.config import TrialConfig, check, param
@@ -107,18 +108,7 @@ class SisaConfig(TrialConfig):
             f"is the ensemble index and must be below n_models={self.n_models}, got {self.seed}; "
             f"use `seeds: {self.n_models}`",
         )
-        table = self.dataset in TABULAR_DATASETS
-        check(
-            table == (self.arch == "tabular"),
-            "arch",
-            f"tabular datasets need arch tabular and tabular needs one of {', '.join(TABULAR_DATASETS)}, "
-            f"got dataset {self.dataset} with arch {self.arch}",
-        )
-        check(
-            self.tabular_classes is None or (table and self.tabular_classes >= 2),
-            "tabular_classes",
-            f"is for tabular datasets and must be >= 2, got {self.tabular_classes} on {self.dataset}",
-        )
+        check_tabular_arch(self.dataset, self.arch, self.tabular_classes)
         check(len(self.hidden) >= 1 and min(self.hidden) >= 1, "hidden", "needs at least one positive width")
         check(
             self.dropout is None or 0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}"
@@ -152,6 +142,11 @@ class SisaConfig(TrialConfig):
     @property
     def n_train(self) -> int:
         return self.pool_size // 2
+
+    @property
+    def requests_per_batch(self) -> int:
+        """Requests served together: request_batch, or all K when it is 0."""
+        return self.request_batch or max(self.requests, 1)
 
 
 TRIAL = pa.schema(
@@ -227,18 +222,12 @@ class Splits:
 def study_splits(cfg: SisaConfig) -> Splits:
     """The pool (by pool_seed), then the evaluation and meta splits from the rest; preprocessed with
     statistics of the meta split only."""
+    from privstudy.data.examples import load_examples
     from privstudy.mia.keep import pool_indices
 
-    if cfg.dataset in TABULAR_DATASETS:
-        from privstudy.data.tabular import load_tabular, relabelled
-
-        tab = relabelled(load_tabular(cfg.dataset, cfg.data_dir or None), cfg.tabular_classes, cfg.pool_seed)
-        x_all, y_all, n_classes = np.asarray(tab.x, np.float32), tab.y, tab.n_classes
-    else:
-        from privstudy.data.images import load_images
-
-        images = load_images(cfg.dataset, cfg.data_dir or None)
-        (x_all, y_all), n_classes = images.pool(), images.n_classes
+    x_all, y_all, n_classes = load_examples(
+        cfg.dataset, cfg.data_dir or None, cfg.tabular_classes, cfg.pool_seed
+    )
     if cfg.pool_size + cfg.test_size + cfg.meta_size > len(x_all):
         raise ValueError(
             f"pool_size={cfg.pool_size} + test_size={cfg.test_size} + meta_size={cfg.meta_size} exceed the "
@@ -249,7 +238,9 @@ def study_splits(cfg: SisaConfig) -> Splits:
         np.setdiff1d(np.arange(len(x_all)), idx)
     )
     test, meta = rest[: cfg.test_size], rest[cfg.test_size : cfg.test_size + cfg.meta_size]
-    if cfg.dataset not in TABULAR_DATASETS:
+    if cfg.dataset in TABULAR_DATASETS:
+        x_all = np.asarray(x_all, np.float32)
+    else:
         from privstudy.models import image
 
         mean, std = image.channel_stats(x_all[meta])
@@ -337,7 +328,7 @@ def request_batches(cfg: SisaConfig, order: np.ndarray) -> list[np.ndarray]:
     rng = np.random.default_rng([cfg.seed, cfg.keep_seed, 0x72657175])
     positions = draw_requests(cfg.request_distribution, len(order), cfg.requests, rng)
     points = order[positions]
-    size = cfg.request_batch or max(cfg.requests, 1)
+    size = cfg.requests_per_batch
     return [points[i : i + size] for i in range(0, len(points), size)]
 
 
@@ -381,7 +372,6 @@ def run(cfg: SisaConfig) -> dict[str, pd.DataFrame]:
     # "before" marks the points that will be requested: they are members then
     scores = [score_rows("before", ensemble_logits(pool_z), splits, member, forgotten)]
     requests, shards_retrained = [], 0
-    k_batch = cfg.request_batch or max(cfg.requests, 1)
     for i, points in enumerate(batches):
         start = time.perf_counter()
         jobs = sisa.delete(plan, points) if cfg.unlearning == "sisa" else []
@@ -445,7 +435,9 @@ def run(cfg: SisaConfig) -> dict[str, pd.DataFrame]:
         "retrain_s": mono_cost.seconds,
         "retrain_point_epochs": mono_cost.point_epochs,
         "speedup_work": mono_cost.point_epochs / served_work if unlearnt else float("nan"),
-        "speedup_predicted": sisa.predicted_speedup(len(x), cfg.shards, cfg.slices, cfg.epochs, k_batch)
+        "speedup_predicted": sisa.predicted_speedup(
+            len(x), cfg.shards, cfg.slices, cfg.epochs, cfg.requests_per_batch
+        )
         if batches and cfg.request_distribution == "uniform" and cfg.unlearning == "sisa"
         else float("nan"),
         **{f"acc_{s}_before": acc_before[s] for s in STRATEGIES},
