@@ -176,6 +176,14 @@ def intervals(numeric: pd.DataFrame, prefix: str) -> list[str]:
     return [fmt_interval(*v) for v in numeric[cols].itertuples(index=False)]
 
 
+def interval_bars(frame: pd.DataFrame, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(means, 2 x n error-bar lengths) of ``<prefix>_mean, _ci_low, _ci_high``, for Matplotlib's
+    ``errorbar``; an undefined interval (one trial) draws no bar."""
+    mean = frame[f"{prefix}_mean"].to_numpy(dtype=float)
+    low, high = (frame[f"{prefix}_{c}"].to_numpy(dtype=float) for c in ("ci_low", "ci_high"))
+    return mean, np.nan_to_num(np.vstack([mean - low, high - mean]))
+
+
 def fmt_interval(mean: float, low: float, high: float, digits: int = 3) -> str:
     """``mean [low, high]`` for Markdown tables; ``n/a`` for NaN."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):

@@ -18,6 +18,7 @@ from privstudy.analysis.common import (
     AnalysisError,
     StudyData,
     Written,
+    interval_bars,
     intervals,
     save_figure,
     summarise_columns,
@@ -402,14 +403,8 @@ def _privacy_utility_figure(numeric: pd.DataFrame, params: list[str], out_dir: P
     fig, ax = plt.subplots(figsize=(7, 5))
     labels: list = []
     if attack is not None:
-        col = lambda name: numeric[name].to_numpy(dtype=float)  # noqa: E731
-        x, y = col(f"{attack}_tpr_at_fpr_1pct_mean"), col("test_accuracy_mean")
-        xerr = np.nan_to_num(
-            np.vstack(
-                [x - col(f"{attack}_tpr_at_fpr_1pct_ci_low"), col(f"{attack}_tpr_at_fpr_1pct_ci_high") - x]
-            )
-        )
-        yerr = np.nan_to_num(np.vstack([y - col("test_accuracy_ci_low"), col("test_accuracy_ci_high") - y]))
+        x, xerr = interval_bars(numeric, f"{attack}_tpr_at_fpr_1pct")
+        y, yerr = interval_bars(numeric, "test_accuracy")
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2)
         # Label each point with what sets it apart: the parameters that differ from their most common value.
         modes = {p: numeric[p].astype(str).mode().iloc[0] for p in params}

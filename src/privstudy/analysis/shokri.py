@@ -19,6 +19,7 @@ import pandas as pd
 from privstudy.analysis.common import (
     StudyData,
     add_setting_columns,
+    interval_bars,
     intervals,
     save_figure,
     summarise_columns,
@@ -121,15 +122,8 @@ def _figure(summary: pd.DataFrame, params: list[str], out_dir: Path) -> Path:
             xs = g["n_classes_mean"].to_numpy()
         else:
             xs = np.arange(len(g))
-        mean, low, high = (g[f"precision_{c}"].to_numpy(dtype=float) for c in ("mean", "ci_low", "ci_high"))
-        ax.errorbar(
-            xs,
-            mean,
-            yerr=np.nan_to_num([mean - low, high - mean]),
-            marker="o",
-            capsize=3,
-            label=label,
-        )
+        mean, err = interval_bars(g, "precision")
+        ax.errorbar(xs, mean, yerr=err, marker="o", capsize=3, label=label)
     if x_param:
         ax.set_xscale("log")
         ax.set_xlabel("number of classes")

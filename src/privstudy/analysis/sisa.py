@@ -25,6 +25,7 @@ from privstudy.analysis.common import (
     AnalysisError,
     StudyData,
     add_setting_columns,
+    interval_bars,
     intervals,
     save_figure,
     summarise_columns,
@@ -158,8 +159,7 @@ def _figure_accuracy(numeric: pd.DataFrame, params: list[str], out_dir: Path) ->
         key = key if isinstance(key, tuple) else (key,)
         g = g.sort_values("shards")
         label = ", ".join(f"{p}={v}" for p, v in zip(groups, key)) or "SISA"
-        mean = g["acc_vote_after_mean"].to_numpy(dtype=float)
-        err = np.nan_to_num([mean - g["acc_vote_after_ci_low"], g["acc_vote_after_ci_high"] - mean])
+        mean, err = interval_bars(g, "acc_vote_after")
         ax.errorbar(g["shards"], mean, yerr=err, marker="o", capsize=3, label=label)
     base = numeric["acc_retrain_mean"].mean()
     ax.axhline(base, color="grey", ls="--", lw=1, label=f"S=1 retrained ({base:.3f})")
@@ -183,8 +183,7 @@ def _figure_speedup(numeric: pd.DataFrame, out_dir: Path) -> Path | None:
     g = numeric[ok]
     fig, ax = plt.subplots(figsize=(5.0, 4.5))
     for col, marker, label in (("speedup_time", "o", "wall time"), ("speedup_work", "s", "point-epochs")):
-        mean = g[f"{col}_mean"].to_numpy(dtype=float)
-        err = np.nan_to_num([mean - g[f"{col}_ci_low"], g[f"{col}_ci_high"] - mean])
+        mean, err = interval_bars(g, col)
         ax.errorbar(g["speedup_predicted_mean"], mean, yerr=err, marker=marker, ls="", capsize=3, label=label)
     top = float(
         np.nanmax(np.r_[g["speedup_predicted_mean"], g["speedup_time_ci_high"], g["speedup_work_ci_high"]])
