@@ -31,7 +31,7 @@ from privstudy.data.images import DATASET_SIZES, IMAGE_DATASETS
 from privstudy.data.tabular import TABULAR_DATASETS, TABULAR_SIZES
 from privstudy.harness.config import TrialConfig, check, param
 from privstudy.harness.registry import TrialKind
-from privstudy.unlearning.sisa import REQUEST_DISTRIBUTIONS
+from privstudy.unlearning.sisa import REQUEST_DISTRIBUTIONS, ensemble_logits
 
 SisaDataset = Literal[IMAGE_DATASETS + TABULAR_DATASETS]
 SIZES = {**DATASET_SIZES, **TABULAR_SIZES}
@@ -263,14 +263,6 @@ def _log_probs(logits: np.ndarray) -> np.ndarray:
     from scipy.special import log_softmax
 
     return log_softmax(logits, axis=-1)
-
-
-def ensemble_logits(shard_logits: np.ndarray) -> np.ndarray:
-    """Log of the shards' averaged probability vectors (S, n, C) -> (n, C): logits of the
-    probability-averaging ensemble (softmax of them is the average)."""
-    from scipy.special import logsumexp
-
-    return logsumexp(_log_probs(shard_logits), axis=0) - np.log(len(shard_logits))
 
 
 def accuracies(

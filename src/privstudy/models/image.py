@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-ARCHS = ("cnn", "mlp")
+ARCHS = ("cnn", "mlp", "vgg")
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,6 +36,10 @@ def build_image_model(
     padding on images smaller than 16 pixels, where valid padding would leave nothing), MaxPool,
     Dropout 0.25, Flatten, Dense(128, tanh) "features", Dropout 0.5, Dense(classes) "logits", softmax.
     mlp: Flatten, Dense(512, relu), Dropout 0.25, Dense(128, tanh) "features", Dropout 0.5, logits, softmax.
+    vgg: the VGG-style CIFAR-10 network of Warnecke et al.'s label-poisoning experiments (1,798,282
+    parameters on 32x32x3): three blocks of two Conv128 (3x3, same, relu, He uniform) each followed by
+    BatchNorm, MaxPool, Dropout 0.1, 0.1, 0.2; Flatten, Dense(512, relu, He uniform) "features",
+    BatchNorm, logits, softmax.
     """
     import tensorflow as tf
 
@@ -58,6 +62,19 @@ def build_image_model(
         x = layers.MaxPooling2D()(x)
         x = layers.Dropout(rate(0.25))(x)
         x = layers.Flatten()(x)
+    elif arch == "vgg":
+        conv = dict(kernel_size=3, padding="same", activation="relu", kernel_initializer="he_uniform")
+        for block_rate in (0.1, 0.1, 0.2):
+            for _ in range(2):
+                x = layers.Conv2D(128, kernel_regularizer=reg, **conv)(x)
+                x = layers.BatchNormalization()(x)
+            x = layers.MaxPooling2D()(x)
+            x = layers.Dropout(rate(block_rate))(x)
+        x = layers.Flatten()(x)
+        x = layers.Dense(512, activation="relu", kernel_initializer="he_uniform", name="features")(x)
+        x = layers.BatchNormalization()(x)
+        logits = layers.Dense(n_classes, name="logits", kernel_regularizer=reg)(x)
+        return tf.keras.Model(inputs, layers.Softmax(name="probs")(logits), name=arch)
     elif arch == "mlp":
         x = layers.Flatten()(x)
         x = layers.Dense(512, activation="relu", kernel_regularizer=reg)(x)

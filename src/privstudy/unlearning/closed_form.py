@@ -87,7 +87,7 @@ class Objective:
 def fit(obj: Objective, theta0: Optional[np.ndarray] = None, tol: float = 1e-12, max_iter: int = 100):
     """The minimiser of the strictly convex J (lam > 0) by Newton's method with backtracking; returns
     (theta, Newton steps). Stops when ||grad J|| <= tol * max(1, ||grad J(theta0)||), or when the
-    Newton step is below the rounding of theta."""
+    Newton step is below the rounding of theta, or when no step along it lowers J in floating point."""
     if obj.lam <= 0:
         raise ValueError(f"lam must be > 0 (a strictly convex objective), got {obj.lam}")
     theta = np.zeros(obj.x.shape[1]) if theta0 is None else np.array(theta0, dtype=np.float64)
@@ -102,6 +102,8 @@ def fit(obj: Objective, theta0: Optional[np.ndarray] = None, tol: float = 1e-12,
         t, f0 = 1.0, obj.value(theta)
         while obj.value(theta - t * step) > f0 - 0.25 * t * float(g @ step) and t > 1e-10:
             t *= 0.5
+        if obj.value(theta - t * step) >= f0:
+            return theta, it  # no step lowers J in floating point: the optimum to machine precision
         theta = theta - t * step
         g = obj.grad(theta)
     raise RuntimeError(

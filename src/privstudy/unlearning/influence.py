@@ -41,47 +41,76 @@ def set_flat(variables: list, flat: np.ndarray) -> None:
         raise ValueError(f"flat vector has {len(flat)} entries; the variables hold {at}")
 
 
-def _summed_loss(model, x, y):
+def _summed_loss(model, x, y, from_logits: bool = False):
     import tensorflow as tf
 
-    probs = model(x, training=False)
-    return tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(y, probs))
+    out = model(x, training=False)
+    return tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(y, out, from_logits=from_logits))
 
 
-def _flatten(tensors) -> np.ndarray:
-    return np.concatenate([t.numpy().ravel() for t in tensors]).astype(np.float64)
-
-
-def loss_gradient(model, variables, x: np.ndarray, y: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """Gradient of the summed loss over (x, y) in ``variables``, flat float64; zeros for no examples."""
+def _compiled(model, variables, from_logits: bool):
+    """Traced chunk functions (gradient, HVP) of one model and variable list, cached on the model."""
     import tensorflow as tf
 
+    cache = model.__dict__.setdefault("_privstudy_influence", {})
+    key = (tuple(id(v) for v in variables), from_logits)
+    if key in cache:
+        return cache[key]
+
+    def flat(ts):
+        return tf.concat([tf.reshape(tf.convert_to_tensor(t), [-1]) for t in ts], 0)
+
+    @tf.function(reduce_retracing=True)
+    def grad_chunk(x, y):
+        with tf.GradientTape() as tape:
+            loss = _summed_loss(model, x, y, from_logits)
+        return flat(tape.gradient(loss, variables))
+
+    @tf.function(reduce_retracing=True)
+    def hvp_chunk(x, y, tangent):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = _summed_loss(model, x, y, from_logits)
+            dot = tf.reduce_sum(flat(inner.gradient(loss, variables)) * tangent)
+        return flat(outer.gradient(dot, variables))
+
+    cache[key] = (grad_chunk, hvp_chunk)
+    return cache[key]
+
+
+def loss_gradient(
+    model, variables, x: np.ndarray, y: np.ndarray, chunk: int = 2048, from_logits: bool = False
+) -> np.ndarray:
+    """Gradient of the summed loss over (x, y) in ``variables``, flat float64; zeros for no examples.
+    ``from_logits``: the model outputs logits (else probabilities)."""
+    grad_chunk, _ = _compiled(model, variables, from_logits)
     total = np.zeros(sum(int(np.prod(v.shape)) for v in variables))
     for i in range(0, len(x), chunk):
-        with tf.GradientTape() as tape:
-            loss = _summed_loss(model, x[i : i + chunk], y[i : i + chunk])
-        total += _flatten(tape.gradient(loss, variables))
+        total += grad_chunk(x[i : i + chunk], y[i : i + chunk]).numpy()
     return total
 
 
-def hvp_function(model, variables, x: np.ndarray, y: np.ndarray, l2: float = 0.0, chunk: int = 1024):
+def hvp_function(
+    model,
+    variables,
+    x: np.ndarray,
+    y: np.ndarray,
+    l2: float = 0.0,
+    chunk: int = 1024,
+    from_logits: bool = False,
+):
     """v -> H v, H the Hessian of sum loss(x, y) + l2/2 ||params||^2 in ``variables`` (flat float64)."""
     import tensorflow as tf
 
-    shapes = [v.shape for v in variables]
-    sizes = [int(np.prod(s)) for s in shapes]
+    _, hvp_chunk = _compiled(model, variables, from_logits)
+    dtype = variables[0].dtype
 
     def hvp(vec: np.ndarray) -> np.ndarray:
-        parts = np.split(np.asarray(vec, np.float64), np.cumsum(sizes)[:-1])
-        tangents = [tf.constant(p.reshape(s), dtype=v.dtype) for p, s, v in zip(parts, shapes, variables)]
-        out = np.zeros(sum(sizes))
+        vec = np.asarray(vec, np.float64)
+        tangent = tf.constant(vec, dtype=dtype)
+        out = np.zeros(len(vec))
         for i in range(0, len(x), chunk):
-            with tf.GradientTape() as outer:
-                with tf.GradientTape() as inner:
-                    loss = _summed_loss(model, x[i : i + chunk], y[i : i + chunk])
-                grads = inner.gradient(loss, variables)
-                dot = tf.add_n([tf.reduce_sum(g * t) for g, t in zip(grads, tangents)])
-            out += _flatten(outer.gradient(dot, variables))
-        return out + l2 * np.asarray(vec, np.float64)
+            out += hvp_chunk(x[i : i + chunk], y[i : i + chunk], tangent).numpy()
+        return out + l2 * vec
 
     return hvp

@@ -113,17 +113,28 @@ def delete(plan: SisaPlan, points: Sequence[int]) -> list[Retrain]:
     A shard resumes from the last stage whose slices hold none of the deleted points: that stage's
     checkpoint key is unchanged. Points not in the plan (already deleted) are ignored.
     """
+    return _retrain(plan, points, remove=True)
+
+
+def change(plan: SisaPlan, points: Sequence[int]) -> list[Retrain]:
+    """The retraining each shard needs when ``points`` stay but change (corrected labels or features):
+    as ``delete``, from the last stage that never saw them, without removing them."""
+    return _retrain(plan, points, remove=False)
+
+
+def _retrain(plan: SisaPlan, points: Sequence[int], remove: bool) -> list[Retrain]:
     points = np.asarray(points, np.int64)
     schedule = plan.schedule()
     out = []
     for s, shard in enumerate(plan.shards):
-        gone = [np.isin(sl, points) for sl in shard.slices]
-        touched = [r for r, g in enumerate(gone) if g.any()]
+        hit = [np.isin(sl, points) for sl in shard.slices]
+        touched = [r for r, g in enumerate(hit) if g.any()]
         if not touched:
             continue
-        first = touched[0]  # 0-based slice of the earliest deleted point
-        for r in touched:
-            shard.slices[r] = shard.slices[r][~gone[r]]
+        first = touched[0]  # 0-based slice of the earliest affected point
+        if remove:
+            for r in touched:
+                shard.slices[r] = shard.slices[r][~hit[r]]
         # stages first+1..R (1-based) are retrained, stage k on slices 1..k
         work = sum(schedule[k - 1] * len(shard.seen(k)) for k in range(first + 1, plan.n_slices + 1))
         out.append(Retrain(s, first, int(work)))
@@ -183,6 +194,14 @@ def aggregate(probs: np.ndarray, how: str = "vote", weights: Optional[np.ndarray
         np.put_along_axis(onehot, idx[..., None], 1.0, axis=2)
         probs = onehot
     return np.tensordot(w, probs, axes=1).argmax(axis=1)
+
+
+def ensemble_logits(shard_logits: np.ndarray) -> np.ndarray:
+    """Log of the shards' averaged probability vectors (S, n, C) -> (n, C): logits of the
+    probability-averaging ensemble (softmax of them is the average)."""
+    from scipy.special import log_softmax, logsumexp
+
+    return logsumexp(log_softmax(shard_logits, axis=-1), axis=0) - np.log(len(shard_logits))
 
 
 def shard_weights(sizes: np.ndarray, how: str = "uniform") -> np.ndarray:

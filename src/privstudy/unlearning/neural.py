@@ -1,0 +1,226 @@
+"""Closed-form unlearning of a trained Keras classifier: first- and second-order updates of all its
+parameters or of its last k layers with weights, as Warnecke et al. (NDSS 2023) apply them to neural
+networks.
+
+Restricted to the last k layers (``last_layers``), the layers below them do not move: their outputs on
+the training set are computed once (``Head``), and every gradient and Hessian-vector product after that
+runs through the k layers alone, which is what makes a second-order update cheap next to retraining.
+
+The objective is J(theta; D) = sum over D of the cross-entropy (from logits). A trained network is not
+at an exact optimum, so the updates target the tilted objective J~(theta) = J(theta; D~) - g0^T theta,
+g0 = grad J(theta*; D), whose stationary point theta* would be if D~ were D: one step of either order
+uses grad J~(theta*) = grad L(Z~; theta*) - grad L(Z; theta*) = delta (the method as published); further
+steps (``steps`` > 1) use grad J~ at the current parameters over the whole corrected set.
+
+* first order: theta - tau * grad J~; ``tau`` None takes 1 / lambda_max of the Hessian of J(.; D~) at
+  theta* (power iteration; the largest step that cannot overshoot along any direction).
+* second order: theta - (H + damping * N * I)^-1 grad J~, H the Hessian of J(.; D~) at the current
+  parameters, by conjugate gradients or LiSSA on Hessian-vector products (double backprop). ``damping``
+  is per training example (the damping of the mean Hessian). Negative curvature stops conjugate
+  gradients; a diverged or unconverged solve leaves the parameters as they were and is flagged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Literal, Optional
+
+import numpy as np
+
+from privstudy.unlearning import closed_form, influence
+
+SOLVERS = ("cg", "lissa")
+
+
+@dataclasses.dataclass
+class Counts:
+    """Work of an update: examples whose loss gradient was taken, and full-set Hessian-vector products."""
+
+    grad_examples: int = 0
+    hvps: int = 0
+
+
+class Head:
+    """The last ``last_layers`` layers with weights of ``model`` (a chain of layers ending in a layer
+    named ``logits``, then a softmax), as a model from their input to the logits; the layers below are
+    frozen and their outputs computed once. ``last_layers`` None: the whole network."""
+
+    def __init__(self, model, last_layers: Optional[int] = None):
+        import tensorflow as tf
+
+        layers = model.layers
+        end = [layer.name for layer in layers].index("logits")
+        weighted = [i for i, layer in enumerate(layers[: end + 1]) if layer.trainable_weights]
+        if last_layers is None:
+            start = 0
+            self.body = None
+        else:
+            if not 1 <= last_layers <= len(weighted):
+                raise ValueError(
+                    f"last_layers must be in 1..{len(weighted)} for this model, got {last_layers}"
+                )
+            start = weighted[-last_layers]
+            self.body = tf.keras.Model(model.input, layers[start - 1].output)
+        if start == 0 or isinstance(layers[0], tf.keras.layers.InputLayer) and start == 1:
+            self.body = None
+            self.model = tf.keras.Model(model.input, layers[end].output)
+        else:
+            inp = tf.keras.Input(shape=layers[start - 1].output.shape[1:])
+            h = inp
+            for layer in layers[start : end + 1]:
+                h = layer(h)
+            self.model = tf.keras.Model(inp, h)
+        self.variables = (
+            list(model.trainable_variables)
+            if last_layers is None
+            else influence.parameters(model, last_layers)
+        )
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(int(np.prod(v.shape)) for v in self.variables))
+
+    def inputs(self, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+        """The head's inputs for examples x (x itself without a frozen body)."""
+        if self.body is None:
+            return x
+        return np.concatenate(
+            [self.body(x[i : i + batch], training=False).numpy() for i in range(0, len(x), batch)]
+        )
+
+    def get(self) -> np.ndarray:
+        return influence.get_flat(self.variables)
+
+    def set(self, theta: np.ndarray) -> None:
+        influence.set_flat(self.variables, theta)
+
+    def gradient(self, h: np.ndarray, y: np.ndarray, counts: Counts) -> np.ndarray:
+        counts.grad_examples += len(h)
+        return influence.loss_gradient(self.model, self.variables, h, y, from_logits=True)
+
+    def hvp(self, h: np.ndarray, y: np.ndarray, counts: Counts, chunk: int = 2048):
+        fn = influence.hvp_function(self.model, self.variables, h, y, chunk=chunk, from_logits=True)
+
+        def counted(v):
+            counts.hvps += 1
+            return fn(v)
+
+        return counted
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """The result of one unlearning method on the head's parameters."""
+
+    theta: np.ndarray
+    seconds: float
+    counts: Counts
+    diverged: bool
+    tau: float = float("nan")  # first order: the step used
+    solver_residual: float = float("nan")  # second order: worst relative residual of its solves
+
+
+def top_eigenvalue(hvp, dim: int, iters: int = 20, seed: int = 0) -> float:
+    """The largest eigenvalue of a symmetric PSD operator by power iteration."""
+    v = np.random.default_rng(seed).standard_normal(dim)
+    v /= np.linalg.norm(v)
+    lam = 0.0
+    for _ in range(iters):
+        w = hvp(v)
+        lam = float(np.linalg.norm(w))
+        if lam == 0:
+            return 0.0
+        v = w / lam
+    return lam
+
+
+def unlearn(
+    head: Head,
+    order: Literal[1, 2],
+    x_old_z: np.ndarray,
+    y_old_z: np.ndarray,
+    x_new_z: np.ndarray,
+    y_new_z: np.ndarray,
+    x_new: np.ndarray,
+    y_new: np.ndarray,
+    x_old: Optional[np.ndarray] = None,
+    y_old: Optional[np.ndarray] = None,
+    steps: int = 1,
+    tau: Optional[float] = None,
+    solver: str = "cg",
+    damping: float = 1e-4,
+    lissa_scale: Optional[float] = None,
+    max_iter: int = 200,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> Update:
+    """One unlearning method from the head's current parameters theta* (trained on the old set).
+
+    Args:
+        x_old_z, y_old_z / x_new_z, y_new_z: the affected points before / after the correction (model
+            inputs, not head inputs).
+        x_new, y_new: the whole corrected training set (Hessian, and the gradient of later steps).
+        x_old, y_old: the whole old training set (g0; needed only when steps > 1).
+    Returns:
+        The new head parameters (not applied), with time, counts, divergence.
+    """
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    if steps > 1 and x_old is None:
+        raise ValueError("steps > 1 need the whole old training set (x_old, y_old)")
+    counts = Counts()
+    start = time.perf_counter()
+    theta0 = head.get()
+    theta = theta0.copy()
+    h_new = head.inputs(x_new)
+    n = len(h_new)
+    delta = head.gradient(head.inputs(x_new_z), y_new_z, counts) - head.gradient(
+        head.inputs(x_old_z), y_old_z, counts
+    )
+    g0 = head.gradient(head.inputs(x_old), y_old, counts) if steps > 1 else None
+    diverged, used_tau, worst = False, float("nan"), 0.0
+    if not np.any(delta):
+        return Update(theta, time.perf_counter() - start, counts, False, used_tau, 0.0)
+    for step in range(steps):
+        if step == 0:
+            g = delta
+        else:
+            head.set(theta)
+            g = head.gradient(h_new, y_new, counts) - g0
+        if order == 1:
+            if tau is None:
+                if step == 0:
+                    used_tau = 1.0 / max(
+                        top_eigenvalue(head.hvp(h_new, y_new, counts), len(theta), seed=seed), 1e-12
+                    )
+            else:
+                used_tau = tau
+            theta = theta - used_tau * g
+        else:
+            head.set(theta)
+            hvp = head.hvp(h_new, y_new, counts)
+            try:
+                if solver == "cg":
+                    sol = closed_form.conjugate_gradient(hvp, g, damping * n, tol=tol, max_iter=max_iter)
+                else:
+                    scale = lissa_scale or 1.05 * top_eigenvalue(
+                        lambda v, hvp=hvp: hvp(v) + damping * n * v, len(theta), seed=seed
+                    )
+                    sol = closed_form.lissa(hvp, g, damping * n, scale, max_iter=max_iter, tol=tol)
+            except ValueError:  # negative curvature: H + damping is not positive definite
+                diverged = True
+                break
+            worst = max(worst, sol.residual)
+            if not np.isfinite(sol.x).all() or sol.residual > 0.5:
+                diverged = True
+                break
+            theta = theta - sol.x
+    head.set(theta0)
+    if diverged:
+        theta = theta0.copy()
+    return Update(
+        theta, time.perf_counter() - start, counts, diverged, used_tau, worst if order == 2 else float("nan")
+    )
