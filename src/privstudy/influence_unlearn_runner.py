@@ -108,6 +108,11 @@ class InfluenceConfig(TrialConfig):
         "Second order: damping per training example (solves (H + damping N I) x = delta); 0 leaves the "
         "update exact (logreg: lam keeps H positive definite); a network's non-convex layers need > 0.",
     )
+    curvature: Literal["hessian", "gauss_newton"] = param(
+        "hessian",
+        "Second order, neural models: the Hessian (as published) or the Gauss-Newton matrix (positive "
+        "semi-definite; equal to the Hessian when only the last layer is unlearned).",
+    )
     lissa_scale: Optional[float] = param(
         None, "LiSSA scale; null: 1.05 x the largest eigenvalue (converges)."
     )
@@ -556,6 +561,7 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
             max_iter=cfg.solver_iters,
             tol=cfg.solver_tol,
             seed=cfg.seed,
+            curvature=cfg.curvature,
         )
         head.set(up.theta)
         weights[name] = model.get_weights()

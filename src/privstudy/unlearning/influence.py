@@ -74,7 +74,22 @@ def _compiled(model, variables, from_logits: bool):
             dot = tf.reduce_sum(flat(inner.gradient(loss, variables)) * tangent)
         return flat(outer.gradient(dot, variables))
 
-    cache[key] = (grad_chunk, hvp_chunk)
+    sizes = [int(np.prod(v.shape)) for v in variables]
+
+    @tf.function(reduce_retracing=True)
+    def ggn_chunk(x, tangent):
+        # J^T (diag p - p p^T) J v: J the Jacobian of the logits in the variables, p the softmax
+        parts = [tf.reshape(t, v.shape) for t, v in zip(tf.split(tangent, sizes), variables)]
+        with tf.autodiff.ForwardAccumulator(variables, parts) as acc:
+            z = model(x, training=False)
+        jv = acc.jvp(z)
+        p = tf.nn.softmax(z)
+        hz = p * jv - p * tf.reduce_sum(p * jv, axis=1, keepdims=True)
+        with tf.GradientTape() as tape:
+            z = model(x, training=False)
+        return flat(tape.gradient(z, variables, output_gradients=hz))
+
+    cache[key] = (grad_chunk, hvp_chunk, ggn_chunk)
     return cache[key]
 
 
@@ -83,7 +98,7 @@ def loss_gradient(
 ) -> np.ndarray:
     """Gradient of the summed loss over (x, y) in ``variables``, flat float64; zeros for no examples.
     ``from_logits``: the model outputs logits (else probabilities)."""
-    grad_chunk, _ = _compiled(model, variables, from_logits)
+    grad_chunk = _compiled(model, variables, from_logits)[0]
     total = np.zeros(sum(int(np.prod(v.shape)) for v in variables))
     for i in range(0, len(x), chunk):
         total += grad_chunk(x[i : i + chunk], y[i : i + chunk]).numpy()
@@ -98,11 +113,21 @@ def hvp_function(
     l2: float = 0.0,
     chunk: int = 1024,
     from_logits: bool = False,
+    curvature: str = "hessian",
 ):
-    """v -> H v, H the Hessian of sum loss(x, y) + l2/2 ||params||^2 in ``variables`` (flat float64)."""
+    """v -> H v, H the Hessian of sum loss(x, y) + l2/2 ||params||^2 in ``variables`` (flat float64).
+
+    ``curvature="gauss_newton"``: the generalised Gauss-Newton matrix J^T (diag p - p p^T) J instead
+    (J the Jacobian of the logits, p the softmax; needs ``from_logits``): positive semi-definite for any
+    network, and equal to the Hessian where the logits are linear in the variables (the last layer)."""
     import tensorflow as tf
 
-    _, hvp_chunk = _compiled(model, variables, from_logits)
+    if curvature not in ("hessian", "gauss_newton"):
+        raise ValueError(f"curvature must be hessian or gauss_newton, got {curvature!r}")
+    if curvature == "gauss_newton" and not from_logits:
+        raise ValueError("the Gauss-Newton product needs a model that outputs logits (from_logits=True)")
+    compiled = _compiled(model, variables, from_logits)
+    hvp_chunk = compiled[1] if curvature == "hessian" else (lambda x, y, t: compiled[2](x, t))
     dtype = variables[0].dtype
 
     def hvp(vec: np.ndarray) -> np.ndarray:

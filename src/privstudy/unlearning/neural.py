@@ -18,6 +18,9 @@ steps (``steps`` > 1) use grad J~ at the current parameters over the whole corre
   parameters, by conjugate gradients or LiSSA on Hessian-vector products (double backprop). ``damping``
   is per training example (the damping of the mean Hessian). Negative curvature stops conjugate
   gradients; a diverged or unconverged solve leaves the parameters as they were and is flagged.
+  ``curvature="gauss_newton"`` replaces H by the generalised Gauss-Newton matrix (positive
+  semi-definite, the Hessian itself for the last layer alone), the usual remedy for hidden layers'
+  negative curvature.
 """
 
 from __future__ import annotations
@@ -99,8 +102,12 @@ class Head:
         counts.grad_examples += len(h)
         return influence.loss_gradient(self.model, self.variables, h, y, from_logits=True)
 
-    def hvp(self, h: np.ndarray, y: np.ndarray, counts: Counts, chunk: int = 2048):
-        fn = influence.hvp_function(self.model, self.variables, h, y, chunk=chunk, from_logits=True)
+    def hvp(
+        self, h: np.ndarray, y: np.ndarray, counts: Counts, chunk: int = 2048, curvature: str = "hessian"
+    ):
+        fn = influence.hvp_function(
+            self.model, self.variables, h, y, chunk=chunk, from_logits=True, curvature=curvature
+        )
 
         def counted(v):
             counts.hvps += 1
@@ -154,6 +161,7 @@ def unlearn(
     max_iter: int = 200,
     tol: float = 1e-6,
     seed: int = 0,
+    curvature: str = "hessian",
 ) -> Update:
     """One unlearning method from the head's current parameters theta* (trained on the old set).
 
@@ -201,7 +209,7 @@ def unlearn(
             theta = theta - used_tau * g
         else:
             head.set(theta)
-            hvp = head.hvp(h_new, y_new, counts)
+            hvp = head.hvp(h_new, y_new, counts, curvature=curvature)
             try:
                 if solver == "cg":
                     sol = closed_form.conjugate_gradient(hvp, g, damping * n, tol=tol, max_iter=max_iter)
