@@ -145,14 +145,11 @@ def top_eigenvalue(hvp, dim: int, iters: int = 20, seed: int = 0) -> float:
 def unlearn(
     head: Head,
     order: Literal[1, 2],
-    x_old_z: np.ndarray,
-    y_old_z: np.ndarray,
-    x_new_z: np.ndarray,
-    y_new_z: np.ndarray,
+    z: np.ndarray,
+    x_old: np.ndarray,
+    y_old: np.ndarray,
     x_new: np.ndarray,
     y_new: np.ndarray,
-    x_old: Optional[np.ndarray] = None,
-    y_old: Optional[np.ndarray] = None,
     steps: int = 1,
     tau: Optional[float] = None,
     solver: str = "cg",
@@ -166,10 +163,10 @@ def unlearn(
     """One unlearning method from the head's current parameters theta* (trained on the old set).
 
     Args:
-        x_old_z, y_old_z / x_new_z, y_new_z: the affected points before / after the correction (model
-            inputs, not head inputs).
-        x_new, y_new: the whole corrected training set (Hessian, and the gradient of later steps).
-        x_old, y_old: the whole old training set (g0; needed only when steps > 1).
+        z: indices of the affected points in both sets.
+        x_old, y_old / x_new, y_new: the training set before / after the correction (model inputs).
+            The head's inputs are computed once for the new set and only for the affected rows whose
+            features changed on the old set.
     Returns:
         The new head parameters (not applied), with time, counts, divergence.
     """
@@ -177,18 +174,22 @@ def unlearn(
         raise ValueError(f"order must be 1 or 2, got {order}")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
-    if steps > 1 and x_old is None:
-        raise ValueError("steps > 1 need the whole old training set (x_old, y_old)")
     counts = Counts()
     start = time.perf_counter()
     theta0 = head.get()
     theta = theta0.copy()
     h_new = head.inputs(x_new)
     n = len(h_new)
-    delta = head.gradient(head.inputs(x_new_z), y_new_z, counts) - head.gradient(
-        head.inputs(x_old_z), y_old_z, counts
-    )
-    g0 = head.gradient(head.inputs(x_old), y_old, counts) if steps > 1 else None
+    z = np.asarray(z, np.int64)
+    moved = z[[not np.array_equal(x_old[i], x_new[i]) for i in z]] if head.body is not None else z
+    if head.body is None:
+        h_old = x_old
+    else:
+        h_old = h_new.copy()
+        if len(moved):
+            h_old[moved] = head.inputs(x_old[moved])
+    delta = head.gradient(h_new[z], y_new[z], counts) - head.gradient(h_old[z], y_old[z], counts)
+    g0 = head.gradient(h_old, y_old, counts) if steps > 1 else None
     diverged, used_tau, worst = False, float("nan"), 0.0
     if not np.any(delta):
         return Update(theta, time.perf_counter() - start, counts, False, used_tau, 0.0)

@@ -1,0 +1,179 @@
+"""Benchmark closed-form unlearning: time over retraining and restored fraction, both orders, on a
+CIFAR-10 subset with label poisoning; and the convex case's distance to retraining. One run.
+
+    python benchmarks/bench_unlearn.py [--data-dir ../shared/data] [--train 5000] [--epochs 15]
+                                       [--out benchmarks/out/unlearn.json]
+
+(``--data-dir`` holds cifar10/cifar10.npz.)
+
+The CIFAR-10 part (skipped when the data is not found) trains the project's CNN on ``--train`` images
+with 20% of the labels flipped between class pairs (theta*), and the same model on the true labels
+(retraining, the clean model: same initialisation and data order). It then applies, to the same theta*,
+first-order updates and second-order updates over a grid of (last layers, curvature, damping, steps),
+and one epoch of fine-tuning. Every variant is scored on a validation split and on the evaluation split
+(both outside the training set): pick a setting by its validation score, report its evaluation score.
+Time ratios are each method's wall time over retraining's, measured in the same process one after the
+other (absolute seconds on a shared machine are noise).
+
+The convex part: L2 logistic regression on the built-in digits (3 against the rest), label flips of
+growing budget, relative parameter distance to retraining for one and two second-order steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from common import write_result
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+GRID = [  # (last_layers, curvature, damping per example, steps)
+    (1, "hessian", 0.003, 1),
+    (1, "hessian", 0.01, 1),
+    (1, "hessian", 0.03, 1),
+    (1, "hessian", 0.01, 3),
+    (1, "hessian", 0.03, 3),
+    (2, "gauss_newton", 0.01, 1),
+    (2, "gauss_newton", 0.03, 1),
+    (2, "gauss_newton", 0.1, 1),
+    (2, "gauss_newton", 0.03, 3),
+]
+
+
+def cifar(data_dir: str, n_train: int, epochs: int, seed: int = 0) -> dict:
+    from privstudy.harness.config import from_mapping
+    from privstudy.influence_unlearn_runner import (
+        InfluenceConfig,
+        _builder,
+        load_split,
+        make_change,
+        preprocess,
+    )
+    from privstudy.models.training import seed_everything
+    from privstudy.unlearning import corrections as co
+    from privstudy.unlearning import neural
+    from privstudy.unlearning.sisa_train import KerasTrainer, stage_seed
+
+    n_val = 2000
+    cfg = from_mapping(
+        InfluenceConfig,
+        {"dataset": "cifar10", "data_dir": data_dir, "model": "cnn", "dropout": None, "train_size": n_train,
+         "test_size": 2000 + n_val, "flip_budget": n_train // 5, "epochs": epochs, "seed": seed},
+    )  # fmt: skip
+    data = load_split(cfg)
+    change = make_change(cfg, data)
+    prep = preprocess(cfg, data)
+    x_old, x_new = prep(change.x_old), prep(change.x_new)
+    x_eval, y_eval = prep(data.x_test[:2000]), data.y_test[:2000]
+    x_val, y_val = prep(data.x_test[2000:]), data.y_test[2000:]
+    seed_everything(seed, True)
+    trainer = KerasTrainer(_builder(cfg, x_old.shape[1:], 10), cfg.batch_size, cfg.learning_rate)
+    init, order = trainer.init(stage_seed(seed, 0, 0)), stage_seed(seed, 0, 1)
+    t = time.perf_counter()
+    w_star = trainer.fit(init, x_old, change.y_old, epochs, order)
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    w_clean = trainer.fit(init, x_new, change.y_new, epochs, order)
+    retrain_s = time.perf_counter() - t
+
+    def score(w):
+        acc = {}
+        for split, (x, y) in {"val": (x_val, y_val), "eval": (x_eval, y_eval)}.items():
+            acc[split] = float((trainer.logits(w, x).argmax(1) == y).mean())
+        return acc
+
+    clean, poisoned = score(w_clean), score(w_star)
+
+    def row(name: str, w, seconds: float, **extra) -> dict:
+        acc = score(w)
+        out = {"method": name, **extra, "time_ratio": seconds / retrain_s, "seconds": seconds}
+        for split in ("val", "eval"):
+            out[f"acc_{split}"] = acc[split]
+            out[f"restored_{split}"] = co.restored_fraction(acc[split], poisoned[split], clean[split])
+        return out
+
+    rows = []
+    heads = {}
+    for last, curvature, damping, steps in [(1, "hessian", 0.0, 1)] + GRID:
+        trainer.model.set_weights(w_star)
+        if last not in heads:
+            heads[last] = neural.Head(trainer.model, last)
+            warm = heads[last].inputs(x_new[:2])
+            heads[last].gradient(warm, change.y_new[:2], neural.Counts())
+            heads[last].hvp(warm, change.y_new[:2], neural.Counts(), curvature="gauss_newton")(
+                heads[last].get()
+            )
+            heads[last].hvp(warm, change.y_new[:2], neural.Counts())(heads[last].get())
+        head = heads[last]
+        order_ = 1 if damping == 0.0 else 2
+        up = neural.unlearn(
+            head, order_, change.idx, x_old, change.y_old, x_new, change.y_new, steps=steps,
+            damping=damping, curvature=curvature, max_iter=300, seed=seed,
+        )  # fmt: skip
+        head.set(up.theta)
+        w = trainer.model.get_weights()
+        name = "first_order" if order_ == 1 else "second_order"
+        rows.append(
+            row(name, w, up.seconds, last_layers=last, curvature=curvature, damping=damping, steps=steps,
+                hvps=up.counts.hvps, diverged=up.diverged)
+        )  # fmt: skip
+        print(rows[-1], flush=True)
+    t = time.perf_counter()
+    w_ft = trainer.fit(w_star, x_new, change.y_new, 1, stage_seed(seed, 0, 2))
+    rows.append(row("finetune_1_epoch", w_ft, time.perf_counter() - t))
+    return {
+        "n_train": n_train,
+        "epochs": epochs,
+        "flips": int(change.n_changed),
+        "train_s": train_s,
+        "retrain_s": retrain_s,
+        "acc_clean": clean,
+        "acc_poisoned": poisoned,
+        "methods": rows,
+    }
+
+
+def convex() -> list[dict]:
+    from privstudy.harness.config import from_mapping
+    from privstudy.influence_unlearn_runner import InfluenceConfig, run
+
+    out = []
+    for budget in (2, 10, 50, 100):
+        for steps in (1, 2):
+            cfg = from_mapping(
+                InfluenceConfig,
+                {"model": "logreg", "dataset": "digits", "one_vs_rest": 3, "train_size": 1000,
+                 "test_size": 500, "lam": 1.0, "flip_budget": budget, "steps": steps, "sisa_shards": 0},
+            )  # fmt: skip
+            r = run(cfg)["unlearn_method"].set_index("method")
+            out.append(
+                {"flips": budget, "steps": steps, "dist_none": r.loc["none", "param_dist"],
+                 "dist_first": r.loc["first_order", "param_dist"],
+                 "dist_second": r.loc["second_order", "param_dist"],
+                 "agreement_second": r.loc["second_order", "agreement"]}
+            )  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=str(SHARED))
+    ap.add_argument("--train", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--out", default="benchmarks/out/unlearn.json")
+    args = ap.parse_args()
+    result = {"convex": convex()}
+    cifar_dir = Path(args.data_dir) / "cifar10"
+    if (cifar_dir / "cifar10.npz").is_file():
+        result["cifar10"] = cifar(str(cifar_dir), args.train, args.epochs)
+    else:
+        result["cifar10"] = f"skipped: no {cifar_dir / 'cifar10.npz'}"
+    write_result(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
