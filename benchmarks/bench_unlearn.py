@@ -46,7 +46,7 @@ GRID = [  # (last_layers, curvature, damping per example, steps)
 
 def cifar(data_dir: str, n_train: int, epochs: int, seed: int = 0) -> dict:
     from privstudy.harness.config import from_mapping
-    from privstudy.influence_unlearn_runner import (
+    from privstudy.influence_runner import (
         InfluenceConfig,
         _builder,
         load_split,
@@ -139,7 +139,7 @@ def cifar(data_dir: str, n_train: int, epochs: int, seed: int = 0) -> dict:
 
 def convex() -> list[dict]:
     from privstudy.harness.config import from_mapping
-    from privstudy.influence_unlearn_runner import InfluenceConfig, run
+    from privstudy.influence_runner import InfluenceConfig, run
 
     out = []
     for budget in (2, 10, 50, 100):

@@ -120,7 +120,7 @@ def test_top_eigenvalue_by_power_iteration():
 
 
 def _convex_cfg(**kw):
-    from privstudy.influence_unlearn_runner import InfluenceConfig
+    from privstudy.influence_runner import InfluenceConfig
 
     base = dict(
         model="logreg",
@@ -140,7 +140,7 @@ def _rows(out):
 
 
 def test_convex_trial_second_order_matches_retraining_and_newton_steps_reach_it():
-    from privstudy.influence_unlearn_runner import run
+    from privstudy.influence_runner import run
 
     # One flip per class of a nearly separable task moves theta by 7%: the single second-order step
     # (exact to second order in the change) removes more than 90% of that; a second Newton step on the
@@ -162,7 +162,7 @@ def test_convex_trial_second_order_matches_retraining_and_newton_steps_reach_it(
 
 
 def test_convex_trial_with_an_empty_change_leaves_every_method_at_retraining():
-    from privstudy.influence_unlearn_runner import run
+    from privstudy.influence_runner import run
 
     out = run(_convex_cfg(flip_budget=0, sisa_shards=3))
     rows = _rows(out)
@@ -174,7 +174,7 @@ def test_convex_trial_with_an_empty_change_leaves_every_method_at_retraining():
 
 
 def test_certification_flag_means_the_noise_covers_the_residual():
-    from privstudy.influence_unlearn_runner import run
+    from privstudy.influence_runner import run
 
     rows = _rows(
         run(_convex_cfg(flip_budget=10, perturbation_sigma=5.0, certify_epsilon=1.0, certify_delta=1e-4))
