@@ -113,6 +113,11 @@ class InfluenceConfig(TrialConfig):
         "Second order, neural models: the Hessian (as published) or the Gauss-Newton matrix (positive "
         "semi-definite; equal to the Hessian when only the last layer is unlearned).",
     )
+    hessian_sample: Optional[int] = param(
+        None,
+        "Neural models: estimate the curvature on this many training points drawn at random (scaled to "
+        "N), as the reference's stochastic HVP batches do; null: on all N.",
+    )
     lissa_scale: Optional[float] = param(
         None, "LiSSA scale; null: 1.05 x the largest eigenvalue (converges)."
     )
@@ -170,6 +175,11 @@ class InfluenceConfig(TrialConfig):
         check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         check(self.tau is None or self.tau > 0, "tau", f"must be > 0 or null, got {self.tau}")
         check(self.damping >= 0, "damping", f"must be >= 0, got {self.damping}")
+        check(
+            self.hessian_sample is None or self.hessian_sample >= 1,
+            "hessian_sample",
+            f"must be >= 1 or null (all points), got {self.hessian_sample}",
+        )
         check(
             self.solver_iters >= 1 and self.solver_tol > 0,
             "solver_iters",
@@ -559,6 +569,7 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
             tol=cfg.solver_tol,
             seed=cfg.seed,
             curvature=cfg.curvature,
+            hessian_sample=cfg.hessian_sample,
         )
         head.set(up.theta)
         weights[name] = model.get_weights()

@@ -159,14 +159,18 @@ def unlearn(
     tol: float = 1e-6,
     seed: int = 0,
     curvature: str = "hessian",
+    hessian_sample: Optional[int] = None,
 ) -> Update:
     """One unlearning method from the head's current parameters theta* (trained on the old set).
 
     Args:
         z: indices of the affected points in both sets.
         x_old, y_old / x_new, y_new: the training set before / after the correction (model inputs).
-            The head's inputs are computed once for the new set and only for the affected rows whose
-            features changed on the old set.
+            The head's inputs are computed once, for the affected points and the Hessian's sample (the
+            whole new set when steps > 1), and on the old set only for affected rows whose features
+            changed.
+        hessian_sample: estimate the Hessian (and Gauss-Newton matrix) on this many training points
+            drawn at random, scaled by N / sample (None: all N); the damping stays per example of N.
     Returns:
         The new head parameters (not applied), with time, counts, divergence.
     """
@@ -178,18 +182,37 @@ def unlearn(
     start = time.perf_counter()
     theta0 = head.get()
     theta = theta0.copy()
-    h_new = head.inputs(x_new)
-    n = len(h_new)
+    n = len(x_new)
     z = np.asarray(z, np.int64)
-    moved = z[[not np.array_equal(x_old[i], x_new[i]) for i in z]] if head.body is not None else z
-    if head.body is None:
-        h_old = x_old
+    if hessian_sample and hessian_sample < n:
+        rng = np.random.default_rng([seed, 0x68657373])
+        hess_idx = np.sort(rng.choice(n, hessian_sample, replace=False))
     else:
-        h_old = h_new.copy()
-        if len(moved):
-            h_old[moved] = head.inputs(x_old[moved])
-    delta = head.gradient(h_new[z], y_new[z], counts) - head.gradient(h_old[z], y_old[z], counts)
-    g0 = head.gradient(h_old, y_old, counts) if steps > 1 else None
+        hess_idx = np.arange(n)
+    # the head's inputs of the rows needed: the affected points and the Hessian's (all, for steps > 1)
+    rows = np.arange(n) if steps > 1 else np.union1d(z, hess_idx)
+    h_rows = head.inputs(x_new[rows])
+    h_z = h_rows[np.searchsorted(rows, z)]
+    h_hess, y_hess = h_rows[np.searchsorted(rows, hess_idx)], y_new[hess_idx]
+    weight = n / len(hess_idx)  # the sample's Hessian scaled to the whole set's
+    moved = z[[not np.array_equal(x_old[i], x_new[i]) for i in z]] if head.body is not None else z
+    h_z_old = h_z.copy() if head.body is not None else x_old[z]
+    if head.body is not None and len(moved):
+        h_z_old[np.searchsorted(z, moved)] = head.inputs(x_old[moved])
+    delta = head.gradient(h_z, y_new[z], counts) - head.gradient(h_z_old, y_old[z], counts)
+    g0 = None
+    if steps > 1:
+        h_old = x_old if head.body is None else h_rows.copy()
+        if head.body is not None:
+            h_old[z] = h_z_old
+        g0 = head.gradient(h_old, y_old, counts)
+    h_new = h_rows
+
+    def curvature_op(t):
+        head.set(t)
+        inner = head.hvp(h_hess, y_hess, counts, curvature=curvature)
+        return (lambda v: weight * inner(v)) if weight != 1 else inner
+
     diverged, used_tau, worst = False, float("nan"), 0.0
     if not np.any(delta):
         return Update(theta, time.perf_counter() - start, counts, False, used_tau, 0.0)
@@ -202,15 +225,12 @@ def unlearn(
         if order == 1:
             if tau is None:
                 if step == 0:
-                    used_tau = 1.0 / max(
-                        top_eigenvalue(head.hvp(h_new, y_new, counts), len(theta), seed=seed), 1e-12
-                    )
+                    used_tau = 1.0 / max(top_eigenvalue(curvature_op(theta), len(theta), seed=seed), 1e-12)
             else:
                 used_tau = tau
             theta = theta - used_tau * g
         else:
-            head.set(theta)
-            hvp = head.hvp(h_new, y_new, counts, curvature=curvature)
+            hvp = curvature_op(theta)
             try:
                 if solver == "cg":
                     sol = closed_form.conjugate_gradient(hvp, g, damping * n, tol=tol, max_iter=max_iter)
