@@ -54,3 +54,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench_mia.py
 	$(BIN)/python benchmarks/bench_dp.py
 	$(BIN)/python benchmarks/bench_sisa.py
+	$(BIN)/python benchmarks/bench_unlearn.py
