@@ -323,21 +323,46 @@ def _method_row(method: str, **values) -> dict:
     return row
 
 
-def _finish(
-    rows: list[dict], pred: dict, acc_clean: float, acc_poisoned: float, labels: bool, y_test, n_classes
-):
-    """Fill accuracy, F1, restored fraction, agreement and loss gap of every row."""
+def _tables(cfg, data: Data, change, rows: list[dict], pred: dict, n_classes: int, params, times):
+    """Both tables of a trial from the method rows (measures filled in here: accuracy, macro-F1,
+    restored fraction, agreement with retraining, loss gap) and every method's evaluation predictions.
+
+    Args:
+        params: (trainable parameters, of them those the closed-form updates move).
+        times: (seconds training theta*, seconds retraining).
+    """
     from privstudy.unlearning.corrections import macro_f1, restored_fraction
 
+    labels = cfg.setting == "labels"
+    acc = {m: float((p == data.y_test).mean()) for m, p in pred.items()}
+    acc_clean = acc["retrain"] if labels else acc["none"]
     ref = next(r for r in rows if r["method"] == "retrain")
     for r in rows:
         p = pred[r["method"]]
-        r["acc"] = float((p == y_test).mean())
-        r["macro_f1"] = macro_f1(y_test, p, n_classes)
-        r["restored"] = restored_fraction(r["acc"], acc_poisoned, acc_clean) if labels else float("nan")
+        r["acc"] = acc[r["method"]]
+        r["macro_f1"] = macro_f1(data.y_test, p, n_classes)
+        r["restored"] = restored_fraction(r["acc"], acc["none"], acc_clean) if labels else float("nan")
         r["agreement"] = float((p == pred["retrain"]).mean())
         r["loss_gap"] = r["train_loss"] - ref["train_loss"]
-    return rows
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows = sorted(rows, key=lambda r: order[r["method"]])
+    trial = {
+        "n_train": len(change.y_new),
+        "n_test": len(data.y_test),
+        "n_classes": n_classes,
+        "n_changed": change.n_changed,
+        "columns": ",".join(map(str, change.columns)),
+        "n_params": params[0],
+        "n_unlearned": params[1],
+        "train_s": times[0],
+        "retrain_s": times[1],
+        "acc_clean": acc_clean,
+        "acc_poisoned": acc["none"],
+    }
+    return {
+        "unlearn_trial": pd.DataFrame([trial]),
+        "unlearn_method": pd.DataFrame(rows, columns=METHOD.names),
+    }
 
 
 def run_convex(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFrame]:
@@ -482,26 +507,7 @@ def run_convex(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
                 else float("nan"),
             )
         )
-    acc = {m: float((p == data.y_test).mean()) for m, p in pred.items()}
-    acc_clean = acc["retrain"] if labels else acc["none"]
-    rows = _finish(rows, pred, acc_clean, acc["none"], labels, data.y_test, 2)
-    trial = {
-        "n_train": n,
-        "n_test": len(x_test),
-        "n_classes": 2,
-        "n_changed": change.n_changed,
-        "columns": ",".join(map(str, change.columns)),
-        "n_params": d,
-        "n_unlearned": d,
-        "train_s": train_s,
-        "retrain_s": retrain_s,
-        "acc_clean": acc_clean,
-        "acc_poisoned": acc["none"],
-    }
-    return {
-        "unlearn_trial": pd.DataFrame([trial]),
-        "unlearn_method": pd.DataFrame(rows, columns=METHOD.names),
-    }
+    return _tables(cfg, data, change, rows, pred, 2, (d, d), (train_s, retrain_s))
 
 
 def _builder(cfg: InfluenceConfig, shape: tuple, n_classes: int):
@@ -652,28 +658,9 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
             row["old_label_auc"] = old_label_auc(sisa.ensemble_logits(train_z), change, data.n_classes)
         rows.append(row)
 
-    acc = {m: float((p == data.y_test).mean()) for m, p in pred.items()}
-    acc_clean = acc["retrain"] if labels else acc["none"]
-    rows = _finish(rows, pred, acc_clean, acc["none"], labels, data.y_test, data.n_classes)
-    order = {m: i for i, m in enumerate(METHODS)}
-    rows.sort(key=lambda r: order[r["method"]])
-    trial = {
-        "n_train": len(x_new),
-        "n_test": len(x_test),
-        "n_classes": data.n_classes,
-        "n_changed": change.n_changed,
-        "columns": ",".join(map(str, change.columns)),
-        "n_params": full.n_params,
-        "n_unlearned": head.n_params,
-        "train_s": train_s,
-        "retrain_s": retrain_s,
-        "acc_clean": acc_clean,
-        "acc_poisoned": acc["none"],
-    }
-    return {
-        "unlearn_trial": pd.DataFrame([trial]),
-        "unlearn_method": pd.DataFrame(rows, columns=METHOD.names),
-    }
+    return _tables(
+        cfg, data, change, rows, pred, data.n_classes, (full.n_params, head.n_params), (train_s, retrain_s)
+    )
 
 
 def run(cfg: InfluenceConfig) -> dict[str, pd.DataFrame]:
