@@ -22,7 +22,7 @@ def _assert_rejected(capsys, tmp_path, spec_path, *fragments, extra=()):
     [
         (
             lambda s: s.update(kind="linprg"),
-            ["kind", "unknown kind 'linprg'", "valid: cnn_similarity, linprog, mia_train"],
+            ["kind", "unknown kind 'linprg'", "valid: cnn_similarity, ", "linprog, mia_train"],
         ),
         (lambda s: s["fixed"].update(tran_size=3), ["fixed.tran_size", "unknown parameter", "train_size"]),
         (lambda s: s["grid"].update(objectve=["slack"]), ["grid.objectve", "unknown parameter"]),
