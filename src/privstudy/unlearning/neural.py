@@ -54,31 +54,24 @@ class Head:
 
         layers = model.layers
         end = [layer.name for layer in layers].index("logits")
-        weighted = [i for i, layer in enumerate(layers[: end + 1]) if layer.trainable_weights]
-        if last_layers is None:
-            start = 0
-            self.body = None
-        else:
-            if not 1 <= last_layers <= len(weighted):
-                raise ValueError(
-                    f"last_layers must be in 1..{len(weighted)} for this model, got {last_layers}"
-                )
-            start = weighted[-last_layers]
-            self.body = tf.keras.Model(model.input, layers[start - 1].output)
-        if start == 0 or isinstance(layers[0], tf.keras.layers.InputLayer) and start == 1:
-            self.body = None
-            self.model = tf.keras.Model(model.input, layers[end].output)
-        else:
-            inp = tf.keras.Input(shape=layers[start - 1].output.shape[1:])
-            h = inp
-            for layer in layers[start : end + 1]:
-                h = layer(h)
-            self.model = tf.keras.Model(inp, h)
+        # raises, naming the range, when last_layers exceeds the layers with weights
         self.variables = (
             list(model.trainable_variables)
             if last_layers is None
             else influence.parameters(model, last_layers)
         )
+        weighted = [i for i, layer in enumerate(layers[: end + 1]) if layer.trainable_weights]
+        start = weighted[0] if last_layers is None else weighted[-last_layers]
+        if start == weighted[0]:  # nothing with weights below: the whole network, no frozen body
+            self.body = None
+            self.model = tf.keras.Model(model.input, layers[end].output)
+        else:
+            self.body = tf.keras.Model(model.input, layers[start - 1].output)
+            inp = tf.keras.Input(shape=layers[start - 1].output.shape[1:])
+            h = inp
+            for layer in layers[start : end + 1]:
+                h = layer(h)
+            self.model = tf.keras.Model(inp, h)
 
     @property
     def n_params(self) -> int:
@@ -206,7 +199,6 @@ def unlearn(
         if head.body is not None:
             h_old[z] = h_z_old
         g0 = head.gradient(h_old, y_old, counts)
-    h_new = h_rows
 
     def curvature_op(t):
         head.set(t)
@@ -221,7 +213,7 @@ def unlearn(
             g = delta
         else:
             head.set(theta)
-            g = head.gradient(h_new, y_new, counts) - g0
+            g = head.gradient(h_rows, y_new, counts) - g0  # rows: the whole set when steps > 1
         if order == 1:
             if tau is None:
                 if step == 0:
