@@ -397,18 +397,25 @@ def run_convex(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
     def grad_examples(step):
         return 2 * len(z) if step == 0 else n
 
+    # g0 = grad J(theta*; D), ~0 at the exact optimum: steps > 1 target J(D~) - g0^T theta
+    g0 = None
+
+    def step_gradient(theta, step):
+        """delta at the first step; the tilted objective's gradient after it."""
+        nonlocal g0
+        if step == 0:
+            return cf.gradient_change(theta, x_old[z], y_old[z], x_new[z], y_new[z])
+        if g0 is None:
+            g0 = old.grad(theta_star)
+        return new.grad(theta) - g0
+
     # first order
     start = time.perf_counter()
-    g0 = old.grad(theta_star)  # ~0 at the exact optimum; kept so that steps > 1 target the tilted objective
     theta, tau, work = theta_star.copy(), cfg.tau, 0
     if tau is None:
         tau = 1.0 / float(np.linalg.eigvalsh(new.hessian(theta_star))[-1])
     for step in range(cfg.steps):
-        g = (
-            cf.gradient_change(theta, x_old[z], y_old[z], x_new[z], y_new[z])
-            if step == 0
-            else new.grad(theta) - g0
-        )
+        g = step_gradient(theta, step)
         work += grad_examples(step)
         theta = cf.first_order(theta, g, tau)
     thetas["first_order"] = theta
@@ -418,11 +425,7 @@ def run_convex(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
     start = time.perf_counter()
     theta, work, hvps, worst, diverged = theta_star.copy(), 0, 0, 0.0, False
     for step in range(cfg.steps):
-        g = (
-            cf.gradient_change(theta, x_old[z], y_old[z], x_new[z], y_new[z])
-            if step == 0
-            else new.grad(theta) - g0
-        )
+        g = step_gradient(theta, step)
         work += grad_examples(step)
         if not np.any(g):
             break
@@ -606,19 +609,18 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
         return full.get()
 
     theta_re = flat(w_re)
-    pred, train_logits = {}, {}
+    pred = {}
     for r in rows:
         w = weights[r["method"]]
         pred[r["method"]] = trainer.logits(w, x_test).argmax(1)
         zt = trainer.logits(w, x_new)
-        train_logits[r["method"]] = zt
         r["train_loss"] = float(
             tf.reduce_mean(
                 tf.keras.losses.sparse_categorical_crossentropy(y_new, zt, from_logits=True)
             ).numpy()
         )
-        r["param_dist"] = float(np.linalg.norm(flat(w) - theta_re) / max(np.linalg.norm(theta_re), 1e-300))
-        model.set_weights(w)
+        theta = flat(w)  # leaves the model at w, where the residual is taken
+        r["param_dist"] = float(np.linalg.norm(theta - theta_re) / max(np.linalg.norm(theta_re), 1e-300))
         r["grad_residual"] = float(
             np.linalg.norm(
                 influence.loss_gradient(full.model, head.variables, x_new, y_new, from_logits=True)
