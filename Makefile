@@ -55,3 +55,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench_dp.py
 	$(BIN)/python benchmarks/bench_sisa.py
 	$(BIN)/python benchmarks/bench_unlearn.py
+	$(BIN)/python benchmarks/bench_mlm.py
