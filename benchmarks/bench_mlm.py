@@ -19,6 +19,7 @@ import os
 import time
 
 import numpy as np
+
 from common import write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

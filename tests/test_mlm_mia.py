@@ -14,11 +14,12 @@ from scipy.stats import norm
 from conftest import run_cli
 from privstudy.data import subword
 from privstudy.data.clinical import distinct_notes, load_mtsamples, synthetic_notes
+from privstudy.data.locate import DataMissing
 from privstudy.mia import mlm as mm
 from privstudy.stats.ranks import auc
 
 
-def test_kaggle_layout_is_read_stripped_and_grouped_by_distinct_text(tmp_path):
+def test_kaggle_layout_is_read_stripped_and_grouped_by_distinct_text(tmp_path, capsys, monkeypatch):
     # Kaggle's mtsamples.csv: an unnamed index, fields padded with spaces, one note under two specialties
     rows = [
         ",description,medical_specialty,sample_name,transcription,keywords",
@@ -35,6 +36,11 @@ def test_kaggle_layout_is_read_stripped_and_grouped_by_distinct_text(tmp_path):
     assert list(corpus.texts) == ["Procedure: knee arthroscopy.", "Headache for two days."]
     assert list(corpus.specialties) == [("Orthopedic", "Surgery"), ("Neurology",)]
     assert list(corpus.copies) == [2, 1]
+    assert run_cli("data", "check", "--data-dir", str(tmp_path)) == 0
+    assert str(folder / "mtsamples.csv.gz") in capsys.readouterr().out
+    monkeypatch.delenv("PRIVSTUDY_DATA", raising=False)
+    with pytest.raises(DataMissing, match="tboyle10/medicaltranscriptions"):
+        load_mtsamples(str(tmp_path / "elsewhere"))
     (folder / "mtsamples.csv").write_text("a,b\n1,2\n")  # the plain CSV is looked for first
     with pytest.raises(ValueError, match="missing columns"):
         load_mtsamples(str(tmp_path))

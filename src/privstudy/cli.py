@@ -14,7 +14,7 @@ from privstudy.data.tabular import TABULAR_DATASETS
 from privstudy.harness.executors import EXECUTOR_CHOICES
 from privstudy.mia.attacks import ATTACKS
 
-DATASETS = IMAGE_DATASETS + ("imdb",) + TABULAR_DATASETS
+DATASETS = IMAGE_DATASETS + ("imdb", "mtsamples") + TABULAR_DATASETS
 BUILT_IN = {"digits": "built in (scikit-learn)", "digits_binary": "built in (scikit-learn digits, binarised)"}
 
 EPILOG = """\
@@ -280,14 +280,22 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     """`privstudy data check|fetch`."""
-    from privstudy.data import images, tabular, text
+    from privstudy.data import clinical, images, tabular, text
 
     if args.data_command == "check":
         for name in DATASETS:
             if name in BUILT_IN:
                 print(f"{name:14s} {BUILT_IN[name]}")
                 continue
-            module = text if name == "imdb" else tabular if name in TABULAR_DATASETS else images
+            module = (
+                text
+                if name == "imdb"
+                else clinical
+                if name == "mtsamples"
+                else tabular
+                if name in TABULAR_DATASETS
+                else images
+            )
             found = module.find(name, args.data_dir)
             where = (
                 found
@@ -297,6 +305,8 @@ def cmd_data(args: argparse.Namespace) -> int:
             )
             print(f"{name:14s} {where}")
         return 0
+    if args.name == "mtsamples":
+        return _fail(f"mtsamples has no download in privstudy: {clinical.HOW_TO_GET}")
     if args.name in TABULAR_DATASETS:
         return _fail(f"{args.name} has no download in privstudy: {tabular.how_to_get(args.name)}")
     try:

@@ -84,14 +84,23 @@ _FORMATS: list[tuple[str, Callable[[Path], NoteCorpus]]] = [
 ]
 
 
+HOW_TO_GET = "download mtsamples.csv (Kaggle data set tboyle10/medicaltranscriptions, CC0) into data_dir"
+
+
+def search_dirs(name: str = "mtsamples", data_dir: Optional[str] = None) -> list[Path]:
+    """The folders looked in, in order."""
+    return locate.search_dirs(name, data_dir)
+
+
+def find(name: str = "mtsamples", data_dir: Optional[str] = None) -> Optional[Path]:
+    """The first MTSamples file found, or None."""
+    hit = locate.find(search_dirs(name, data_dir), _FORMATS)
+    return hit[0] if hit else None
+
+
 def load_mtsamples(data_dir: Optional[str] = None) -> NoteCorpus:
     """MTSamples' distinct notes from the first place and format found; DataMissing names the fix."""
-    return locate.load_first(
-        "mtsamples",
-        locate.search_dirs("mtsamples", data_dir),
-        _FORMATS,
-        "download mtsamples.csv (Kaggle data set tboyle10/medicaltranscriptions, CC0) into data_dir",
-    )
+    return locate.load_first("mtsamples", search_dirs("mtsamples", data_dir), _FORMATS, HOW_TO_GET)
 
 
 # ---------------------------------------------------------------------------------------------------
