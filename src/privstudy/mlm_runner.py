@@ -108,7 +108,10 @@ class MlmConfig(TrialConfig):
     mask_rate: float = param(
         0.15, "Share of tokens masked per training batch (80% [MASK], 10% random, 10% kept)."
     )
-    batch_copies: int = param(4096, "Masked copies per forward pass when scoring.")
+    batch_copies: int = param(
+        512,
+        "Masked copies per forward pass when scoring (512 was fastest on 2 cores: benchmarks/bench_mlm.py).",
+    )
     deterministic: bool = param(True, "TensorFlow deterministic ops.")
 
     def __post_init__(self) -> None:
