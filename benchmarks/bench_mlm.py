@@ -36,7 +36,7 @@ def windows(n: int, seq_len: int, vocab: int):
 
     corpus = synthetic_notes(1500, seed=0)
     tok = subword.train_tokenizer(corpus.texts, vocab)
-    ids = subword.encode(tok, corpus.texts)
+    ids = tok.encode(corpus.texts)
     w = subword.windows(ids, np.arange(len(ids)), seq_len, 8)
     rows = np.resize(np.arange(len(w)), n)
     return w.tokens[rows], w.lengths[rows], tok.vocab_size
@@ -73,12 +73,13 @@ def main() -> None:
 
     from privstudy.harness.tf_setup import configure_tensorflow
     from privstudy.models import mlm
+    from privstudy.models.training import seed_everything
 
     configure_tensorflow(2)
     tokens, lengths, vocab = windows(max(args.sequences, args.train), args.seq_len, args.vocab)
     rows = []
     for name, size in SIZES.items():
-        mlm.maybe_seed(0, False)
+        seed_everything(0, False)
         enc, head = mlm.build_mlm(mlm.MlmShape(vocab, args.seq_len, dropout=0.1, **size))
         mlm.train_mlm(enc, head, tokens[:256], lengths[:256], 1, 32, 1e-4, 0)  # trace the step
         t0 = time.perf_counter()

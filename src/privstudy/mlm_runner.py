@@ -224,6 +224,7 @@ def run(cfg: MlmConfig) -> dict[str, pd.DataFrame]:
     from privstudy.data.clinical import load_mtsamples, synthetic_notes
     from privstudy.mia.mlm import split_notes
     from privstudy.models import mlm
+    from privstudy.models.training import seed_everything
 
     corpus = (
         synthetic_notes(cfg.synthetic_notes, seed=0)  # one corpus for every trial; the split varies
@@ -246,13 +247,16 @@ def run(cfg: MlmConfig) -> dict[str, pd.DataFrame]:
         split.population if cfg.tokenizer_text == "population" else np.r_[split.members, split.population]
     )
     tok = subword.train_tokenizer(corpus.texts[np.sort(tok_notes)], cfg.vocab_size)
-    ids = subword.encode(tok, corpus.texts)
+    ids = tok.encode(corpus.texts)
+
+    def times_trained(notes: np.ndarray) -> np.ndarray:
+        """How many times each (training) note's windows are repeated in its model's training."""
+        return corpus.copies[notes] if cfg.duplicates == "keep" else np.ones(len(notes), np.int64)
 
     def train_windows(notes: np.ndarray) -> tuple[subword.Windows, np.ndarray]:
         """The notes' windows and each window's repeat count in training."""
         w = subword.windows([ids[i] for i in notes], notes, cfg.seq_len, cfg.min_tokens)
-        reps = corpus.copies[w.note] if cfg.duplicates == "keep" else np.ones(len(w), np.int64)
-        return w, reps
+        return w, times_trained(w.note)
 
     target_w, target_reps = train_windows(split.members)
     ref_notes = split.members if cfg.reference_data == "members" else split.population
@@ -264,7 +268,7 @@ def run(cfg: MlmConfig) -> dict[str, pd.DataFrame]:
     fits, models = [], []
     for which, (w, reps) in enumerate([(target_w, target_reps), (ref_w, ref_reps)]):
         seed = cfg.seed * 2 + which
-        mlm.maybe_seed(seed, cfg.deterministic)
+        seed_everything(seed, cfg.deterministic)
         encoder, head = mlm.build_mlm(shape)
         rows = np.repeat(np.arange(len(w)), reps)
         fits.append(
@@ -302,7 +306,7 @@ def run(cfg: MlmConfig) -> dict[str, pd.DataFrame]:
         w = subword.windows([ids[i] for i in notes], notes, cfg.seq_len, cfg.min_tokens, cfg.score_windows)
         pieces.append((name, w))
     if len(far_texts):
-        far_ids = subword.encode(tok, far_texts)
+        far_ids = tok.encode(far_texts)
         pieces.append(
             (
                 "far",
@@ -321,26 +325,12 @@ def run(cfg: MlmConfig) -> dict[str, pd.DataFrame]:
 
     seen_t = subword.occurrences(tokens, target_w.tokens, target_reps)
     seen_r = subword.occurrences(tokens, ref_w.tokens, ref_reps)
-    member_copies = dict(
-        zip(
-            split.members.tolist(),
-            (
-                corpus.copies[split.members]
-                if cfg.duplicates == "keep"
-                else np.ones(len(split.members), np.int64)
-            ).tolist(),
-        )
-    )
     frames = []
     offset = 0
     for name, w in pieces:
         sl = slice(offset, offset + len(w))
         offset += len(w)
-        copies = (
-            np.array([member_copies.get(int(n), 0) for n in w.note], np.int64)
-            if name == "member"
-            else np.zeros(len(w), np.int64)
-        )
+        copies = times_trained(w.note) if name == "member" else np.zeros(len(w), np.int64)
         frames.append(
             pd.DataFrame(
                 {

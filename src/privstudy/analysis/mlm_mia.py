@@ -61,6 +61,11 @@ def _level_scores(frame: pd.DataFrame, attack: str, level: str) -> pd.DataFrame:
     return pd.DataFrame({"score": agg, "seen": copies})
 
 
+def without_member_copies(scores: pd.DataFrame) -> pd.DataFrame:
+    """The rows minus non-member-part windows that equal a member window (members in fact)."""
+    return scores[~((scores["part"] != "member") & (scores["seen_target"] > 0))]
+
+
 def trial_metrics(scores: pd.DataFrame) -> pd.DataFrame:
     """Every attack x level x contrast of one trial's scores, and the duplication groups.
 
@@ -68,8 +73,7 @@ def trial_metrics(scores: pd.DataFrame) -> pd.DataFrame:
         rows (attack, level, contrast, group, auc, tpr_at_fpr_1pct, tpr_at_fpr_0.1pct, n_members,
         n_nonmembers); ``group`` "all" or the members' training count (1, 2, 3+) against all non-members.
     """
-    keep = ~((scores["part"] != "member") & (scores["seen_target"] > 0))
-    parts = {p: g for p, g in scores[keep].groupby("part")}
+    parts = {p: g for p, g in without_member_copies(scores).groupby("part")}
     rows = []
     if "member" not in parts:
         return pd.DataFrame(rows)
@@ -140,7 +144,7 @@ def _roc_figure(scores: pd.DataFrame, params: list[str], out_dir: Path) -> Path 
             for attack in ATTACKS:
                 curves, floor = [], 1.0
                 for _, t in frame.groupby("trial_id"):
-                    t = t[~((t["part"] != "member") & (t["seen_target"] > 0))]
+                    t = without_member_copies(t)
                     pos, neg = t[t["part"] == "member"], t[t["part"] == contrast]
                     if not len(pos) or not len(neg):
                         continue

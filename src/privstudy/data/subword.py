@@ -72,11 +72,6 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     return tok
 
 
-def encode(tok: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
-    """Token ids of each text, int32 arrays of their own lengths."""
-    return tok.encode(texts)
-
-
 @dataclasses.dataclass(frozen=True)
 class Windows:
     """Fixed-length token windows: ``tokens`` (n, seq_len) int32 padded with PAD at the end,

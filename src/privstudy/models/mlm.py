@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Optional
 
 import numpy as np
 
@@ -237,11 +236,3 @@ def pll_one_position_at_a_time(encoder, head, tokens: np.ndarray, lengths: np.nd
             z = tf.nn.log_softmax(head(h[:, t, :], training=False))[0]
             out[i] += float(z[int(row[t])])
     return out
-
-
-def maybe_seed(seed: Optional[int], deterministic: bool) -> None:
-    """Seed TensorFlow and NumPy for a model's initialisation."""
-    from privstudy.models.training import seed_everything
-
-    if seed is not None:
-        seed_everything(seed, deterministic)
