@@ -271,6 +271,7 @@ def _reviews(tmp_path, n=400):
     [
         {},
         {"dp_noise_multiplier": 0.5, "dp_l2_norm_clip": 1.0, "dp_microbatches": 8},
+        {"dp_noise_multiplier": 0.5, "dp_l2_norm_clip": 1.0, "dp_optimizer": "adam_fast"},
         {"adv_reg": 1.0},
         {"early_stopping_patience": 1, "epochs": 4},
     ],

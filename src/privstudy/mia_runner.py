@@ -119,7 +119,10 @@ class MiaTrainConfig(TrialConfig):
     dp_l2_norm_clip: float = param(1.0, "DP-SGD clipping norm of each microbatch's gradient.")
     dp_microbatches: int = param(0, "DP-SGD microbatches per batch (divides batch_size); 0: one per example.")
     dp_optimizer: DpOptimizer = param(
-        "adam", "DP-SGD optimizer: DPKeras{Adam,SGD}Optimizer or the vectorized variants."
+        "adam",
+        "DP-SGD optimizer: tensorflow-privacy's DPKeras{Adam,SGD}Optimizer or the vectorized variants; "
+        "adam_fast/sgd_fast: the same DP-SGD by fast gradient clipping (per-example norms without "
+        "per-example gradients, privstudy.defences.fast_dp), at a fraction of the cost; not with l2 or vgg.",
     )
     dp_delta: Optional[float] = param(
         None,
@@ -214,6 +217,17 @@ class MiaTrainConfig(TrialConfig):
             not (dp and (self.adv_reg > 0 or self.train_augment or self.early_stopping_patience)),
             "dp_noise_multiplier",
             "DP-SGD is combined here with none of adv_reg, train_augment, early stopping",
+        )
+        fast = dp and self.dp_optimizer.endswith("_fast")
+        check(
+            not (fast and self.l2 > 0),
+            "dp_optimizer",
+            f"{self.dp_optimizer} does not clip an L2 penalty with each example; use adam for l2 > 0",
+        )
+        check(
+            not (fast and self.arch == "vgg"),
+            "dp_optimizer",
+            f"{self.dp_optimizer} has no per-example norm for BatchNormalization (arch vgg); use adam",
         )
         check(self.canaries >= 0, "canaries", f"must be >= 0, got {self.canaries}")
         available = SIZES[self.dataset]
@@ -419,7 +433,12 @@ def _train(cfg: MiaTrainConfig, pool: Pool, train: np.ndarray, canary_in: np.nda
 
         micro = cfg.dp_microbatches or cfg.batch_size
         opt = make_optimizer(
-            cfg.dp_optimizer, cfg.learning_rate, cfg.dp_l2_norm_clip, cfg.dp_noise_multiplier, micro
+            cfg.dp_optimizer,
+            cfg.learning_rate,
+            cfg.dp_l2_norm_clip,
+            cfg.dp_noise_multiplier,
+            micro,
+            noise_seed=cfg.seed,
         )
         fr = fit(model, x_tr, y_tr, opts, optimizer=opt)
     elif cfg.adv_reg > 0:

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Optional
 
-DP_OPTIMIZERS = ("adam", "sgd", "adam_vectorized", "sgd_vectorized")
+DP_OPTIMIZERS = ("adam", "sgd", "adam_vectorized", "sgd_vectorized", "adam_fast", "sgd_fast")
 _EPOCH = re.compile(r"Epsilon with each example occurring once per epoch:\s*([0-9.]+|inf)")
 _POISSON = re.compile(r"Epsilon assuming Poisson sampling \(\*\):\s*([0-9.]+|inf)")
 
@@ -78,8 +78,18 @@ def make_optimizer(
     l2_norm_clip: float,
     noise_multiplier: float,
     num_microbatches: Optional[int],
+    noise_seed: int = 0,
 ):
-    """A DP Keras optimizer: DPKerasAdamOptimizer / DPKerasSGDOptimizer or their vectorized variants."""
+    """A DP Keras optimizer: DPKerasAdamOptimizer / DPKerasSGDOptimizer or their vectorized variants;
+    or, for ``adam_fast``/``sgd_fast``, the settings of DP-SGD by fast gradient clipping
+    (:class:`privstudy.defences.fast_dp.FastDP`, which ``models.training.fit`` runs; its noise comes
+    from ``noise_seed``)."""
+    if name in ("adam_fast", "sgd_fast"):
+        from privstudy.defences.fast_dp import fast_optimizer
+
+        return fast_optimizer(
+            name, learning_rate, l2_norm_clip, noise_multiplier, num_microbatches, noise_seed
+        )
     from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras as dk
     from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras_vectorized as dkv
 

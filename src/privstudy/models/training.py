@@ -94,7 +94,10 @@ def fit(
         y_fit, val = y, validation
     if opts.l2_in_loss > 0:
         loss = _with_l2(loss, regularised_weights(model), opts.l2_in_loss)
-    model.compile(
+    trained = model
+    if _is_fast_dp(optimizer):
+        trained, optimizer = _fast_dp_model(model, optimizer, opts)
+    trained.compile(
         optimizer=optimizer or tf.keras.optimizers.Adam(opts.learning_rate), loss=loss, metrics=["accuracy"]
     )
     callbacks = []
@@ -124,7 +127,7 @@ def fit(
     else:
         y_arg, bs = y_fit, opts.batch_size
     start = time.perf_counter()
-    hist = model.fit(
+    hist = trained.fit(
         data,
         y_arg,
         batch_size=bs,
@@ -140,6 +143,31 @@ def fit(
     if opts.patience is not None and "val_loss" in hist.history:
         best = int(np.argmin(hist.history["val_loss"])) + 1
     return FitResult(epochs_run=run, best_epoch=best, train_s=train_s)
+
+
+def _is_fast_dp(optimizer) -> bool:
+    from privstudy.defences.fast_dp import FastDP
+
+    return isinstance(optimizer, FastDP)
+
+
+def _fast_dp_model(model, dp, opts: FitOptions):
+    """The model fast-clipping DP-SGD trains (sharing ``model``'s layers) and its Keras optimizer."""
+    import dataclasses as dc
+
+    from privstudy.defences.fast_dp import dp_model
+
+    if not opts.dp_loss:
+        raise ValueError("fast DP-SGD needs FitOptions(dp_loss=True): the per-example loss")
+    if opts.l2_in_loss > 0 or model.losses:
+        raise ValueError(
+            "fast DP-SGD does not clip an L2 penalty with each example; use dp_optimizer adam for l2 > 0"
+        )
+    if opts.augment or opts.patience is not None:
+        raise ValueError("fast DP-SGD is combined here with neither augmentation nor early stopping")
+    if dp.num_microbatches == opts.batch_size:
+        dp = dc.replace(dp, num_microbatches=None)  # one example per microbatch
+    return dp_model(model, dp), dp.keras_optimizer()
 
 
 def regularised_weights(model) -> list:
