@@ -11,15 +11,20 @@ This module takes the "fast gradient clipping" route (Goodfellow 2015; Lee and K
    projection, an embedding table) whose per-example gradient, with the layer's own inputs, gives that
    example's squared gradient norm for the layer's weights;
 2. one backward pass to those tensors gives every example's gradient norm ``n_i``;
-3. a second backward pass of the same forward pass, of ``sum_i c_i * loss_i`` with
-   ``c_i = min(1, l2_norm_clip / n_i)``, gives the sum of the clipped per-example gradients;
+3. the sum of the clipped per-example gradients, the gradient of ``sum_i c_i * loss_i`` with
+   ``c_i = min(1, l2_norm_clip / n_i)``, is then local to each layer: its inputs times ``c_i`` times the
+   gradient at its watched tensor (or a weighted sum of the per-example gradients the norms already
+   computed), with no second pass through the network; a model with a layer whose weights reach its
+   watched tensor through other layers (MultiHeadAttention, LayerNormalization) takes a second backward
+   pass of the same forward pass instead;
 4. Gaussian noise ``N(0, (noise_multiplier * l2_norm_clip)^2)`` is added to that sum, which is then
    divided by the number of microbatches, exactly as ``DPKerasAdamOptimizer`` does.
 
-Both backward passes use the *same* forward pass, so dropout masks are the same for the norms and for the
-gradient (tensorflow-privacy's ``DPModel`` runs a second forward pass for the gradient, in which dropout
-draws new masks, and runs the norm pass with dropout off: its clipped gradients are then not bounded by
-the clip). The noise is drawn from a seeded ``tf.random.Generator`` held by the model.
+Norms and gradient come from the *same* forward pass, so dropout masks are the same for both
+(tensorflow-privacy's ``DPModel`` runs a second forward pass for the gradient, in which dropout draws new
+masks, and runs the norm pass with dropout off: its clipped gradients are then not bounded by the clip).
+The noise is drawn from a seeded ``tf.random.Generator`` held by the model, by TensorFlow's own
+Box-Muller transform written as vectorized ops (:func:`gaussian_noise`).
 
 The registry adds to tensorflow-privacy's Dense, Embedding, EinsumDense, LayerNormalization and
 MultiHeadAttention functions:
