@@ -26,13 +26,15 @@ from privstudy.analysis.common import (
     write_table,
 )
 from privstudy.analysis.dp_audit import audit_setting, write_audit
+from privstudy.harness import attack_stage as stage
 from privstudy.harness import results
-from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, available_attacks, run_attack
-from privstudy.mia.keep import keep_matrix
-from privstudy.mia.metrics import FPR_POINTS, MIN_RESOLVING_NONMEMBERS, attack_metrics, resolves, roc_curve
+from privstudy.harness.attack_stage import FPR_GRID, SHADOW_TARGETS, SettingPlan
+from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, run_attack
+from privstudy.mia.metrics import FPR_POINTS, MIN_RESOLVING_NONMEMBERS, attack_metrics, resolves
 
 KIND = "mia_train"
-SHADOW_TARGETS = 8  # the shadow attack trains classifiers per class and target: at most this many targets
+RMIA_A = 0.3  # RMIA's parameter a
+SHADOW_SEED = 0  # the shadow attack's folds and row sample
 RISK_COLUMNS = ["auc", "balanced_accuracy", "advantage"] + [
     f"{m}_at_fpr_{p * 100:g}pct" for p in FPR_POINTS for m in ("tpr", "ppv")
 ]
@@ -59,105 +61,136 @@ INTERVALS_NOTE = (
     "'(k/n)' says over how many. Advantage is max(TPR - FPR) (TensorFlow Privacy: max |TPR - FPR|). "
     "No epsilon lower bound is derived from one model's examples: they are not independent trials."
 )
-FPR_GRID = np.logspace(-4, 0, 81)
 
 
-def setting_frames(study: StudyData) -> list[tuple[str, dict, pd.DataFrame, pd.DataFrame]]:
-    """(setting_id, config without seed, score rows, model rows) per setting of the study."""
-    scores = study.table(KIND, "mia_scores")
-    models = study.table(KIND, "mia_model")
-    if not len(scores):
-        return []
-    sid = study.records.set_index("trial_id")["setting_id"]
-    scores["setting_id"] = scores["trial_id"].map(sid)
-    models["setting_id"] = models["trial_id"].map(sid)
-    out = []
-    for setting, rows in scores.groupby("setting_id", sort=True):
-        cfg = json.loads(rows["config_json"].iloc[0])
-        cfg.pop("seed")
-        out.append((setting, cfg, rows, models[models["setting_id"] == setting]))
-    return out
+def attack_rows(study_dir: Path, plan: SettingPlan, max_targets: Optional[int]) -> tuple[pd.DataFrame, dict]:
+    """Per-target metrics of every attack on one setting from the stored units, the pooled metrics (one
+    row per attack, columns ``pooled_*``: one ROC over every target's examples) and each attack's scores
+    on the first target (with the target's membership, for the histograms).
 
-
-def score_set(rows: pd.DataFrame, cfg: dict) -> tuple[ScoreSet, np.ndarray, Optional[ScoreSet]]:
-    """The pool's ScoreSet (models in index order), the model indices, and the externals' if any."""
-    pool = rows[rows["source"] == "pool"].sort_values(["model_index", "example_id"], kind="mergesort")
-    model_ids = np.sort(pool["model_index"].unique())
-    n = cfg["pool_size"]
-    if len(pool) != len(model_ids) * n:
-        raise AnalysisError(
-            f"setting {cfg}: {len(pool)} pool rows for {len(model_ids)} models of {n} examples; "
-            f"a shard is incomplete"
-        )
-    data = _to_scoreset(pool, len(model_ids), n)
-    expected = keep_matrix(cfg["n_models"], n, cfg["keep_seed"])[model_ids]
-    if not np.array_equal(data.keep, expected):
-        raise AnalysisError(
-            f"setting {cfg}: recorded membership differs from the keep matrix of "
-            f"(n_models={cfg['n_models']}, pool_size={n}, keep_seed={cfg['keep_seed']})"
-        )
-    ext = rows[rows["source"] == "external"].sort_values(["model_index", "example_id"], kind="mergesort")
-    external = _to_scoreset(ext, len(model_ids), len(ext) // len(model_ids)) if len(ext) else None
-    return data, model_ids, external
-
-
-def _to_scoreset(rows: pd.DataFrame, m: int, n: int) -> ScoreSet:
-    def mat(col: str) -> np.ndarray:
-        return rows[col].to_numpy().reshape(m, n)
-
-    views = np.stack(rows["lira_views"].to_numpy()).reshape(m, n, -1)
-    probs_list = rows["probs"].to_numpy()
-    probs = np.stack(probs_list).reshape(m, n, -1).astype(np.float64) if len(probs_list[0]) else None
-    labels = rows["label"].to_numpy()[:n]
-    return ScoreSet(
-        keep=mat("is_member").astype(bool),
-        labels=labels,
-        loss=mat("loss").astype(float),
-        p_true=mat("p_true").astype(float),
-        entropy=mat("entropy").astype(float),
-        mentr=mat("mentr").astype(float),
-        views=views.astype(float),
-        probs=probs,
-    )
-
-
-def attack_rows(
-    data: ScoreSet,
-    model_ids: np.ndarray,
-    attacks: Optional[Sequence[str]] = None,
-    max_targets: Optional[int] = None,
-) -> tuple[pd.DataFrame, dict]:
-    """Metrics of every attack on every target, and on all targets pooled (one row per attack, ``target``
-    -1, columns ``pooled_*``); also each attack's scores on the first target."""
-    names = [a for a in available_attacks(data) if attacks is None or a in attacks]
-    rows, first, pooled = [], {}, []
-    n_targets = len(model_ids) if max_targets is None else min(max_targets, len(model_ids))
-    for name in names:
-        limit = min(n_targets, SHADOW_TARGETS) if name == "shadow" else n_targets
-        all_scores, all_truth = [], []
-        for t in range(limit):
-            scores = run_attack(name, data, t)
-            all_scores.append(scores)
-            all_truth.append(data.keep[t])
-            truth = data.keep[t]
-            m = attack_metrics(scores, truth)
-            fpr, tpr, _ = roc_curve(scores, truth)
-            grid_tpr = np.interp(FPR_GRID, fpr, tpr)
-            rows.append(
-                {
-                    "attack": name,
-                    "target": int(model_ids[t]),
-                    **m,
-                    "roc_tpr_json": json.dumps([round(float(v), 6) for v in grid_tpr]),
-                }
+    Raises:
+        AnalysisError: a unit is missing or failed (run ``privstudy attack`` to compute it).
+    """
+    frames, first, pooled = [], {}, []
+    for name in plan.attacks:
+        targets = plan.targets(name, max_targets)
+        uids = [stage.unit_id(plan.trial_ids, name, t, RMIA_A, SHADOW_SEED) for t in targets]
+        units = stage.read_units(study_dir, uids)
+        done = units[units["status"] == "done"] if len(units) else units
+        if len(done) != len(uids):
+            failed = units[units["status"] != "done"] if len(units) else units
+            why = (
+                f"{len(failed)} failed (first: {failed['error'].iloc[0].strip().splitlines()[-1]})"
+                if len(failed)
+                else f"{len(uids) - len(units)} not computed"
             )
-            if t == 0:
-                first[name] = scores
+            raise AnalysisError(
+                f"{study_dir}: attack {name} on setting {plan.setting_id}: {why} of {len(uids)} target "
+                f"units; run `privstudy attack {study_dir}` to compute them"
+            )
+        done = done.set_index("trial_id").loc[uids].reset_index()
+        frames.append(done[["attack", "target", *stage.METRIC_COLUMNS, "roc_tpr_json"]])
+        all_scores, all_truth = [], []
+        for uid in uids:
+            sc = stage.read_scores(study_dir, uid)
+            all_scores.append(sc["score"].to_numpy())
+            all_truth.append(sc["is_member"].to_numpy(bool))
+        first[name] = (all_scores[0], all_truth[0])
         pm = attack_metrics(np.concatenate(all_scores), np.concatenate(all_truth))
         pooled.append(
             {"attack": name, **{f"pooled_{k}": v for k, v in pm.items() if not k.startswith("ppv")}}
         )
-    return pd.DataFrame(rows), first, pd.DataFrame(pooled)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return table, first, pd.DataFrame(pooled)
+
+
+def side_rows(study_dir: Path, trial_ids: Sequence[str]) -> pd.DataFrame:
+    """The score rows of a setting's models that are not pool examples (externals and canaries), in
+    model order: the pool rows (M x N of them) are read only by the attack stage, column by column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables = []
+    for tid in trial_ids:
+        t = pq.read_table(results.shard_path(study_dir, "mia_scores", tid))
+        tables.append(t.filter(pc.not_equal(t.column("source"), "pool")))
+    return pa.concat_tables(tables).to_pandas().sort_values(["model_index", "example_id"], kind="mergesort")
+
+
+def external_set(
+    study_dir: Path, plan: SettingPlan, rows: pd.DataFrame
+) -> Optional[tuple[ScoreSet, ScoreSet]]:
+    """(pool, externals) scores for the members-vs-externals table, or None without externals."""
+    ext = rows[rows["source"] == "external"]
+    if not len(ext):
+        return None
+    m = len(plan.model_ids)
+    n_ext = len(ext) // m
+
+    def mat(col: str) -> np.ndarray:
+        return ext[col].to_numpy(float).reshape(m, n_ext)
+
+    external = ScoreSet(
+        keep=np.zeros((m, n_ext), bool),
+        labels=ext["label"].to_numpy()[:n_ext],
+        loss=mat("loss"),
+        p_true=mat("p_true"),
+        entropy=mat("entropy"),
+        mentr=mat("mentr"),
+        views=mat("lira")[..., None],
+    )
+    pool = stage.load_setting(
+        study_dir, plan.trial_ids, plan.model_ids, plan.config, ("loss", "p_true", "entropy", "mentr")
+    )
+    return pool, external
+
+
+def ensure_units(
+    study: StudyData,
+    attacks: Optional[Sequence[str]] = None,
+    max_targets: Optional[int] = None,
+    executor: str = "inline",
+    workers: Optional[int] = None,
+    targets_per_task: Optional[int] = None,
+    out=None,
+    err=None,
+    show_progress: bool = False,
+) -> tuple[list[SettingPlan], int, int]:
+    """Compute the attack units of the study that are not stored yet; return the settings and the counts
+    (units in all, units computed now). Finished units are never recomputed."""
+    import sys
+
+    from privstudy.harness.executors import make_executor
+    from privstudy.harness.worker import code_version
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    plans = stage.setting_plans(study.manifest, study.records, attacks)
+    run = make_executor(executor, workers)
+    n_workers = getattr(run, "workers", 1)
+    tasks, total, todo = stage.plan_tasks(
+        study.name,
+        study.study_dir,
+        plans,
+        code_version(),
+        max_targets=max_targets,
+        targets_per_task=targets_per_task,
+        workers=n_workers,
+        rmia_a=RMIA_A,
+        seed=SHADOW_SEED,
+    )
+    if not tasks:
+        return plans, total, 0
+    run.check(study.study_dir)
+    resources = stage.task_resources(tasks, plans)
+    failed = []
+    for outcome in run.run(tasks, resources, study.study_dir, show_progress, out, err):
+        if outcome.status == "failed":
+            failed.append(outcome)
+    if failed:
+        print(f"{len(failed)} attack chunks had failed units (first: {failed[0].error})", file=err)
+    return plans, total, todo
 
 
 def build(
@@ -166,37 +199,47 @@ def build(
     attacks: Optional[Sequence[str]] = None,
     max_targets: Optional[int] = None,
 ) -> list[str]:
-    """Write the MIA tables and figures; return the report's Markdown lines."""
-    settings = setting_frames(study)
-    if not settings:
+    """Write the MIA tables and figures from the stored attack units; return the report's Markdown lines.
+
+    Units not stored yet are computed first, here, one chunk after the other (``privstudy attack`` fans
+    them out over workers or a cluster); stored units are only read.
+    """
+    plans, total, computed = ensure_units(study, attacks, max_targets)
+    if not plans:
         return ["No finished mia_train trials yet."]
-    params = varying_params([json.dumps(c, sort_keys=True) for _, c, _, _ in settings], ignore=())
+    models_all_rows = study.table(KIND, "mia_model")
+    sid = study.records.set_index("trial_id")["setting_id"]
+    params = varying_params([json.dumps(p.config, sort_keys=True) for p in plans], ignore=())
     per_target, pooled_rows, model_tables, ext_rows, figures, notes = [], [], [], [], [], []
     audit_models, audit_settings = [], []
-    for i, (_setting, cfg, rows, models) in enumerate(settings):
-        data, model_ids, external = score_set(rows, cfg)
+    for i, plan in enumerate(plans):
+        cfg = plan.config
+        models = models_all_rows[models_all_rows["trial_id"].map(sid) == plan.setting_id]
         coords = {p: _show(cfg[p]) for p in params}
         label = ", ".join(f"{k}={v}" for k, v in coords.items()) or "all models"
+        model_ids = np.asarray(plan.model_ids)
         if len(model_ids) < cfg["n_models"]:
             notes.append(
                 f"- setting {label}: {len(model_ids)} of {cfg['n_models']} models done; attacks use those"
             )
-        table, first, pooled = attack_rows(data, model_ids, attacks, max_targets)
+        table, first, pooled = attack_rows(study.study_dir, plan, max_targets)
         for frame, out in ((table, per_target), (pooled, pooled_rows)):
             frame.insert(0, "setting", i)
             for k, v in coords.items():
                 frame[k] = v
             out.append(frame)
         model_tables.append(models.assign(setting=i, **coords))
+        rows = side_rows(study.study_dir, plan.trial_ids)
         audit = audit_setting(rows, models, cfg, model_ids)
         if audit is not None:
             per_model, summary = audit
             front = pd.DataFrame({"setting": i, **coords}, index=per_model.index)
             audit_models.append(pd.concat([front, per_model], axis=1))
             audit_settings.append({"setting": i, **coords, **summary})
+        external = external_set(study.study_dir, plan, rows)
         if external is not None:
-            ext_rows.append(_external_rows(data, external, i, coords))
-        figures += _figures(table, data, first, external, i, label, out_dir)
+            ext_rows.append(_external_rows(*external, i, coords))
+        figures += _figures(table, first, None if external is None else external[1], i, label, out_dir)
     per_target_df = _concat(per_target)
     keys = ["setting"] + params + ["attack"]
     results.write_text_atomic(
@@ -225,15 +268,17 @@ def build(
         ).files
     audit_files, audit_lines = write_audit(out_dir, audit_models, audit_settings)
     files += audit_files or []
+    units_line = f"- attack units (setting x attack x target): {total}, of which {computed} computed now"
     n_trials = len(study.done_ids(KIND))
     lines = [
-        f"### Membership inference ({n_trials} model trials, {len(settings)} settings)",
+        f"### Membership inference ({n_trials} model trials, {len(plans)} settings)",
         "",
-        f"Settings differ in: {', '.join(params) if params else '(one setting)'}. Each model is attacked as "
-        f"the target with the others as shadow / reference models; the shadow attack uses at most "
+        f"Settings differ in: {', '.join(params) if params else '(one setting)'}. Each model is attacked "
+        f"as the target with the others as shadow / reference models; the shadow attack uses at most "
         f"{SHADOW_TARGETS} targets.",
         "",
-    ] + notes
+    ]
+    lines += notes + [units_line]
     lines += [f"- [{p.name}](tables/{p.name})" for p in files]
     lines += ["- [mia_attack_per_target.csv](tables/mia_attack_per_target.csv)", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
@@ -456,7 +501,6 @@ def _external_rows(data: ScoreSet, ext: ScoreSet, setting: int, coords: dict) ->
 
 def _figures(
     table: pd.DataFrame,
-    data: ScoreSet,
     first: dict,
     external: Optional[ScoreSet],
     setting: int,
@@ -496,12 +540,12 @@ def _figures(
     shown = [a for a in ("loss", "lira_online", "lira_offline") if a in first][:2]
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.8), squeeze=False)
     for ax, name in zip(axes[0], shown):
-        s = first[name]
+        s, member = first[name]
         finite = np.isfinite(s)
         lo, hi = np.percentile(s[finite], [0.5, 99.5])
         bins = np.linspace(lo, hi, 60)
-        ax.hist(np.clip(s[data.keep[0]], lo, hi), bins=bins, alpha=0.6, density=True, label="members")
-        ax.hist(np.clip(s[~data.keep[0]], lo, hi), bins=bins, alpha=0.6, density=True, label="non-members")
+        ax.hist(np.clip(s[member], lo, hi), bins=bins, alpha=0.6, density=True, label="members")
+        ax.hist(np.clip(s[~member], lo, hi), bins=bins, alpha=0.6, density=True, label="non-members")
         if external is not None and name == "loss":
             ax.hist(np.clip(-external.loss[0], lo, hi), bins=bins, alpha=0.4, density=True, label="external")
         ax.set_title(f"{name} score, target model 0", fontsize=9)

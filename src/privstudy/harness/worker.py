@@ -154,8 +154,11 @@ def execute_trial(task: TrialTask) -> TrialOutcome:
     """Run one trial and write its shards, then its record; a raised error becomes a failed record.
 
     Re-running a finished trial is a no-op, so duplicated deliveries (requeued Slurm tasks,
-    resumed sweeps) never count a trial twice.
+    resumed sweeps) never count a trial twice. A task that is not a trial (the attack stage's chunks,
+    ``privstudy.harness.attack_stage.AttackTask``) runs through its own ``execute``.
     """
+    if not isinstance(task, TrialTask):
+        return task.execute()
     study_dir = Path(task.study_dir)
     if is_done(study_dir, task.trial_id):
         return TrialOutcome(task.trial_id, "skipped", None, 0.0)
@@ -208,7 +211,10 @@ def write_lost_record(task: TrialTask, reason: str, detail: str, slurm_task: Opt
     """Record a trial whose process died without writing its record (e.g. a cancelled Slurm task).
 
     ``reason`` is the error's last line (what `privstudy status` shows); ``detail`` goes above it.
+    An attack-stage chunk has no record: its units not committed are simply computed by the next run.
     """
+    if not isinstance(task, TrialTask):
+        return
     cfg = from_mapping(get_kind(task.kind).config_cls, task.config)
     array_job, _, array_task = (slurm_task or "").partition("_")
     provenance = _provenance(

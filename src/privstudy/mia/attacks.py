@@ -217,7 +217,6 @@ def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int =
     if data.probs is None:
         raise ValueError("the shadow attack needs the recorded probability vectors (column probs)")
     rng = np.random.default_rng(seed)
-    feats = np.log(np.clip(data.probs, 1e-30, 1.0))
     shadows = np.flatnonzero(np.arange(data.n_models) != target)
     keep = data.keep[shadows]
     # As many IN as OUT rows of every example: otherwise an example IN for the target is IN for one
@@ -232,17 +231,25 @@ def shadow(data: ScoreSet, target: int, seed: int = 0, max_rows_per_class: int =
             test_cols = np.flatnonzero((data.labels == c) & (fold == f))
             if not len(train_cols) or not len(test_cols):
                 continue
-            rows = use[:, train_cols].reshape(-1)
-            x = feats[shadows][:, train_cols].reshape(-1, feats.shape[-1])[rows]
+            # The (shadow, example) rows used, as flat indices into (shadows, train_cols); features are
+            # computed for the sampled rows only (the whole log-probability array is M x N x C).
+            rows = np.flatnonzero(use[:, train_cols].reshape(-1))
             y = keep[:, train_cols].reshape(-1)[rows]
-            if len(x) > max_rows_per_class:
-                pick = rng.choice(len(x), max_rows_per_class, replace=False)
-                x, y = x[pick], y[pick]
+            if len(rows) > max_rows_per_class:
+                pick = rng.choice(len(rows), max_rows_per_class, replace=False)
+                rows, y = rows[pick], y[pick]
             if y.all() or not y.any():
                 continue  # no contrast to learn: score 0 for these examples
+            s_idx, c_idx = np.divmod(rows, len(train_cols))
+            x = _log_probs(data.probs[shadows[s_idx], train_cols[c_idx]])
             clf = HistGradientBoostingClassifier(max_iter=50, random_state=seed).fit(x, y)
-            scores[test_cols] = clf.predict_proba(feats[target, test_cols])[:, 1]
+            scores[test_cols] = clf.predict_proba(_log_probs(data.probs[target, test_cols]))[:, 1]
     return scores
+
+
+def _log_probs(probs: np.ndarray) -> np.ndarray:
+    """The shadow attack's features: log-probabilities (float64, floored at 1e-30)."""
+    return np.log(np.clip(probs.astype(np.float64), 1e-30, 1.0))
 
 
 def run_attack(name: str, data: ScoreSet, target: int, rmia_a: float = 0.3, seed: int = 0) -> np.ndarray:
