@@ -62,3 +62,38 @@ def test_mean_interval_by_hand():
     assert m - lo == pytest.approx(2.484138, abs=1e-6)
     assert intervals.mean_interval(np.array([4.0])) == (4.0, 4.0, 4.0, 1)
     assert intervals.mean_interval(np.array([np.nan]))[3] == 0
+
+
+def _near_ties(rng, n):
+    # Values equal in exact arithmetic come out a few ulps apart in floats: x.w on an integer grid.
+    x = rng.integers(0, 40, size=(n, 2)).astype(float)
+    return np.abs(x @ np.array([0.7, -0.7 * (1 + 1e-15)]) + 0.1)
+
+
+@pytest.mark.parametrize("case", ["normal", "few_values", "specials", "low_bits", "near_ties", "one", "two"])
+def test_stable_order_is_the_stable_argsort(case):
+    rng = np.random.default_rng(4)
+    n = 5000
+    v = {
+        "normal": lambda: rng.normal(size=n),
+        "few_values": lambda: rng.integers(-3, 3, size=n).astype(float),
+        # -0.0 and 0.0 compare equal, so they are ties kept in index order.
+        "specials": lambda: rng.choice([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, 5e-324, -5e-324, 1e300], n),
+        # Values differing only in their last bits, which the first sort's keys do not hold.
+        "low_bits": lambda: (1 + rng.integers(0, 64, size=n) * np.finfo(float).eps) * rng.choice([1, -1], n),
+        "near_ties": lambda: _near_ties(rng, n),
+        "one": lambda: np.array([2.0]),
+        "two": lambda: np.array([1.0, 1.0]),
+    }[case]()
+    np.testing.assert_array_equal(stats.stable_order(v), np.argsort(v, kind="stable"))
+
+
+def test_stable_order_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        stats.stable_order(np.array([1.0, np.nan, 0.0]))
+
+
+def test_average_ranks_accept_the_sorted_values():
+    v = np.random.default_rng(5).integers(0, 9, 300).astype(float)
+    order = stats.stable_order(v)
+    np.testing.assert_allclose(stats.average_ranks(v, order, v[order]), rankdata(v))

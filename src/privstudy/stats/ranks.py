@@ -7,13 +7,72 @@ import math
 import numpy as np
 
 
-def average_ranks(values: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+def stable_order(values: np.ndarray) -> np.ndarray:
+    """The stable ascending sort of (n,) floats: equal values keep their index order.
+
+    The same permutation as ``np.argsort(values, kind="stable")``, several times faster on large
+    arrays: a stable argsort of floats is a merge sort, while a plain sort of 64-bit integers is
+    vectorised. Each value's bits become an unsigned key of the same order, and the permutation comes
+    from two integer sorts with the index packed into the keys' low bits: first by the key's high
+    bits, then by (rank of the high bits, low bits). With n < 2^21 the three parts fit in 64 bits and
+    the result is exact; larger arrays use the stable argsort.
+
+    Args:
+        values: (n,) floats without NaN.
+
+    Returns:
+        (n,) int64 permutation.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = v.size
+    bits = max(1, (n - 1).bit_length())
+    if 3 * bits > 64:
+        return np.argsort(v, kind="stable")
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
+    if np.isnan(v).any():
+        raise ValueError("stable_order: values contain NaN")
+    b = np.uint64(bits)
+    low_mask = (np.uint64(1) << b) - np.uint64(1)
+    # Adding +0.0 turns -0.0 into +0.0, so values that compare equal get equal bits.
+    key = (v + 0.0).view(np.uint64)
+    if v.min() < 0:
+        # Negative floats order by inverted bits, the others by their bits with the sign bit set
+        # (non-negative floats alone already order by their bits).
+        flip = (np.uint64(0) - (key >> np.uint64(63))) >> np.uint64(1)
+        flip |= np.uint64(1 << 63)
+        key ^= flip
+    index = np.arange(n, dtype=np.uint64)
+    # Sort 1: by the key's high bits, then index.
+    first = key & ~low_mask
+    first |= index
+    first.sort()
+    high = first >> b
+    order = first & low_mask
+    if not (high[1:] == high[:-1]).any():
+        return order.astype(np.int64)  # the high bits alone already decide
+    # Sort 2: (rank of the high bits, low bits of the key, index) = (value, index), exactly.
+    second = np.zeros(n, dtype=np.uint64)
+    # Written as uint64 before the cumsum: a cumsum of booleans into uint64 is several times slower.
+    np.not_equal(high[1:], high[:-1], out=second[1:], casting="unsafe")
+    np.cumsum(second, out=second)
+    second <<= np.uint64(2 * bits)
+    second |= (key[order.astype(np.intp)] & low_mask) << b
+    second |= order
+    second.sort()
+    return (second & low_mask).astype(np.int64)
+
+
+def average_ranks(
+    values: np.ndarray, order: np.ndarray | None = None, sorted_values: np.ndarray | None = None
+) -> np.ndarray:
     """1-based ranks of ``values`` with ties given their average rank (scipy's rankdata "average").
 
     Args:
         values: (n,) numbers without NaN.
         order: (n,) a permutation sorting ``values`` ascending (any order among ties), when one is
             already at hand; it saves the sort.
+        sorted_values: (n,) ``values[order]``, when already at hand (only with ``order``).
 
     Returns:
         (n,) float64 ranks.
@@ -24,7 +83,7 @@ def average_ranks(values: np.ndarray, order: np.ndarray | None = None) -> np.nda
     n = values.size
     if n == 0:
         return np.empty(0, dtype=np.float64)
-    sorted_vals = values[order]
+    sorted_vals = values[order] if sorted_values is None else sorted_values
     starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
     ends = np.r_[starts[1:], n]  # exclusive
     group_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
