@@ -218,3 +218,168 @@ def test_auc_and_spearman_metrics_match_an_independent_computation():
         assert m[(ctype, "spearman_confidence_train_distance")] == pytest.approx(
             spearmanr(conf, dist).statistic
         )
+
+
+def test_integer_path_gives_bit_identical_distances_to_the_float_path():
+    from privstudy.linprog_runner import _nearest, int_columns
+
+    rng = np.random.default_rng(3)
+    for d, hi in ((1, 5000), (2, 1000), (3, 300)):
+        q = rng.integers(0, hi + 1, size=(5000, d)).astype(float)
+        t = q[rng.choice(5000, 7, replace=False)]
+        cols = int_columns(q)
+        assert cols is not None and cols.shape == (d, 5000)
+        np.testing.assert_array_equal(_nearest(q, t, cols), _nearest(q, t))
+    assert int_columns(np.array([[0.5, 1.0]])) is None  # not an integer
+    assert int_columns(np.array([[40000.0, 0.0]])) is None  # 2 * 80000^2 overflows int32
+    # Non-integer training points fall back to the float path.
+    q = np.array([[0.0, 0.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(
+        _nearest(q, np.array([[0.5, 0.0]]), int_columns(q)), [0.5, math.sqrt(22.25)]
+    )
+
+
+def reference_tables(cfg: LinprogConfig, sigmoid=lambda m: np.tanh(np.abs(m) / 2)) -> dict[str, pd.DataFrame]:
+    """One trial computed the plain way: a Python sort per confidence, scipy ranks, loops over bins."""
+    from scipy.stats import rankdata, spearmanr
+
+    pts, ids = grid.query_points(
+        cfg.test_size, cfg.grid_size, cfg.granularity, cfg.num_dimensions, cfg.query_seed
+    )
+    lab = ideal_labels(pts, cfg.ideal_weights, cfg.ideal_bias)
+    train_idx, _ = sample_training_set(len(ids), lab, cfg.train_size, np.random.default_rng(cfg.seed))
+    model = classifier.train(pts[train_idx], lab[train_idx].astype(float), cfg.objective)
+    n, members = len(ids), set(train_idx.tolist())
+    is_member = np.array([i in members for i in range(n)])
+    margin = pts @ model.weights + model.bias
+    reach = max(abs(c @ model.weights + model.bias) for c in grid.corners(cfg.grid_size, cfg.num_dimensions))
+    confs = {"boundary": np.abs(margin) / reach, "sigmoid": sigmoid(margin)}
+    raw = np.array(
+        [
+            min(
+                (np.linalg.norm(p - pts[j]) for j in train_idx if not cfg.same_class or lab[j] == lab[i]),
+                default=np.inf,
+            )
+            for i, p in enumerate(pts)
+        ]
+    )
+    dist = raw / raw[np.isfinite(raw)].max()
+    k = round(n * cfg.percent / 100)
+    ext, met, bins = [], [], []
+    for ctype in ("boundary", "sigmoid"):
+        conf = confs[ctype]
+        order = sorted(range(n), key=lambda i: (conf[i], abs(margin[i]), ids[i]))
+        for subset, idx in (("bottom", order[:k]), ("top", order[::-1][:k])):
+            ext += [
+                (ctype, subset, r, ids[i], conf[i], margin[i], dist[i], is_member[i])
+                for r, i in enumerate(idx)
+            ]
+        ranks = rankdata(conf)
+        m = len(members)
+        top, bottom = order[::-1][:k], order[:k]
+        met += [
+            (ctype, "spearman_confidence_train_distance", spearmanr(conf, dist).statistic),
+            (ctype, "auc_confidence_membership", (ranks[is_member].sum() - m * (m + 1) / 2) / (m * (n - m))),
+            (ctype, "top_member_share", is_member[top].mean()),
+            (ctype, "bottom_members_recall", is_member[bottom].sum() / m),
+            (ctype, "top_train_distance_mean", dist[top].mean()),
+        ]
+        for b in range(cfg.n_bins):
+            idx = [i for pos, i in enumerate(order) if pos * cfg.n_bins // n == b]
+            non = [dist[i] for i in idx if not is_member[i]]
+            bins.append(
+                (
+                    ctype,
+                    b + 1,
+                    len(idx),
+                    conf[idx].mean(),
+                    dist[idx].mean(),
+                    np.mean(non),
+                    is_member[idx].mean(),
+                )
+            )
+    return {
+        "linprog_extremes": pd.DataFrame(
+            ext,
+            columns=[
+                "confidence_type",
+                "subset",
+                "rank",
+                "point_id",
+                "confidence",
+                "margin",
+                "train_distance",
+                "is_member",
+            ],
+        ),
+        "linprog_metrics": pd.DataFrame(met, columns=["confidence_type", "metric", "value"]),
+        "linprog_bins": pd.DataFrame(
+            bins,
+            columns=[
+                "confidence_type",
+                "bin",
+                "n_points",
+                "confidence_mean",
+                "train_distance_mean",
+                "nonmember_train_distance_mean",
+                "member_share",
+            ],
+        ),
+    }
+
+
+def assert_matches_reference(out: dict[str, pd.DataFrame], ref: dict[str, pd.DataFrame]) -> None:
+    ext = out["linprog_extremes"]
+    for col in ref["linprog_extremes"].columns:
+        got, want = ext[col].to_numpy(), ref["linprog_extremes"][col].to_numpy()
+        if want.dtype.kind == "f":
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=col)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=col)
+    m = out["linprog_metrics"].set_index(["confidence_type", "metric"])["value"]
+    for ctype, metric, value in ref["linprog_metrics"].itertuples(index=False):
+        assert m[(ctype, metric)] == pytest.approx(value, rel=1e-12, abs=1e-15), (ctype, metric)
+    bins = out["linprog_bins"][ref["linprog_bins"].columns]
+    pd.testing.assert_frame_equal(bins, ref["linprog_bins"], check_exact=False, rtol=1e-12, check_dtype=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        # The whole 31 x 31 grid; the max-margin LP on it gives w = (1, -1)/sqrt 2 and many exact ties.
+        dict(test_size=2000, grid_size=30.0, objective="max_margin"),
+        dict(test_size=2000, grid_size=30.0),
+        dict(test_size=1500, grid_size=60.0, same_class=True),  # a sample of the grid
+        dict(test_size=1500, grid_size=12.0, granularity=0.3),  # not integers: the float path
+        dict(test_size=800, grid_size=8.0, num_dimensions=3, ideal_weights=(1.0, -1.0, 0.5)),
+    ],
+)
+def test_trial_tables_equal_a_plain_reference_computation(kwargs):
+    cfg = LinprogConfig(seed=3, train_size=8, percent=10.0, n_bins=7, **kwargs)
+    assert_matches_reference(run(cfg), reference_tables(cfg))
+
+
+def test_trial_tables_equal_the_reference_when_a_confidence_does_not_follow_the_margin(monkeypatch):
+    # A confidence that is not a non-decreasing function of |margin| must get its own order.
+    import privstudy.linprog_runner as runner
+
+    plain = runner.confidences
+
+    def bumpy(model, points, grid_size, n_dims):
+        margin, confs = plain(model, points, grid_size, n_dims)
+        return margin, {**confs, "sigmoid": np.abs(np.sin(margin))}
+
+    monkeypatch.setattr(runner, "confidences", bumpy)
+    cfg = LinprogConfig(seed=4, train_size=8, test_size=2000, grid_size=30.0, percent=10.0, n_bins=7)
+    assert_matches_reference(run(cfg), reference_tables(cfg, lambda m: np.abs(np.sin(m))))
+
+
+def test_binned_means_skip_nans():
+    from privstudy.similarity.confidence import binned_means
+
+    bins = np.array([0, 0, 1, 1, 2, 2])
+    v = np.array([1.0, np.nan, -0.0, -0.0, np.nan, np.nan])
+    out = binned_means(bins, 3, v=v)
+    np.testing.assert_array_equal(out["n_points"], [2, 2, 2])
+    np.testing.assert_array_equal(out["v"][:2], [1.0, 0.0])
+    assert np.isnan(out["v"][2])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -184,8 +185,36 @@ def sample_training_set(
     )
 
 
+def int_columns(points: np.ndarray) -> np.ndarray | None:
+    """The coordinates as int32 columns when squared distances between such points are exact in int32.
+
+    On an integer grid every difference, square and sum of squares is an integer; when they stay
+    below 2^31 the int32 arithmetic gives exactly the float64 result (which is exact there too), at
+    half the memory traffic.
+
+    Args:
+        points: (n, d) coordinates.
+
+    Returns:
+        (d, n) int32 C-contiguous columns, or None when a coordinate is not an integer or so large
+        that a squared distance could overflow.
+    """
+    n, d = points.shape
+    if n == 0 or not np.isfinite(points).all():
+        return None
+    # |difference| <= 2 * limit, so d * (2 * limit)^2 < 2^31.
+    limit = int(np.sqrt((2**31 - 1) / d) / 2)
+    if np.abs(points).max() > limit or not (points == np.round(points)).all():
+        return None
+    return np.ascontiguousarray(points.T, dtype=np.int32)
+
+
 def nearest_train_distances(
-    query: np.ndarray, train: np.ndarray, query_class: np.ndarray | None, train_class: np.ndarray | None
+    query: np.ndarray,
+    train: np.ndarray,
+    query_class: np.ndarray | None,
+    train_class: np.ndarray | None,
+    query_int: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distance from each query point to its nearest training point, optionally per class.
 
@@ -193,18 +222,25 @@ def nearest_train_distances(
         query: (n, d) points.
         train: (m, d) training points (a subset of the query points).
         query_class, train_class: (n,), (m,) class labels; None means ignore classes.
+        query_int: (d, n) ``int_columns(query)`` when at hand and not None: the exact integer path.
 
     Returns:
         (to_train (n,), train_to_other (m,)): the second is each training point's distance to the
         nearest *other* training point (of its class), inf where it has none.
     """
-    to_train = np.empty(len(query), dtype=np.float64)
     to_other = np.full(len(train), np.inf)
-    groups = [None] if query_class is None else np.unique(train_class)
-    for c in groups:
-        q_idx = np.arange(len(query)) if c is None else np.flatnonzero(query_class == c)
-        t_idx = np.arange(len(train)) if c is None else np.flatnonzero(train_class == c)
-        to_train[q_idx] = _nearest(query[q_idx], train[t_idx])
+    if query_class is None:
+        to_train = _nearest(query, train, query_int)
+        if len(train) > 1:
+            to_other[:] = cKDTree(train).query(train, k=2)[0][:, 1]
+        return to_train, to_other
+    to_train = np.empty(len(query), dtype=np.float64)
+    for c in np.unique(train_class):
+        q_idx = np.flatnonzero(query_class == c)
+        t_idx = np.flatnonzero(train_class == c)
+        to_train[q_idx] = _nearest(
+            query[q_idx], train[t_idx], None if query_int is None else query_int[:, q_idx]
+        )
         if len(t_idx) > 1:
             to_other[t_idx] = cKDTree(train[t_idx]).query(train[t_idx], k=2)[0][:, 1]
     if query_class is not None:
@@ -218,10 +254,17 @@ BRUTE_FORCE_MAX_TRAIN = 64  # below this many training points a blocked scan bea
 _BLOCK = 65536
 
 
-def _nearest(query: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """Distance from each of (n, d) query points to the nearest of (m, d) training points: (n,)."""
+def _nearest(query: np.ndarray, train: np.ndarray, query_int: np.ndarray | None = None) -> np.ndarray:
+    """Distance from each of (n, d) query points to the nearest of (m, d) training points: (n,).
+
+    ``query_int`` is the query's (d, n) ``int_columns``, when at hand: with integer training points
+    the squared distances are then computed exactly in int32.
+    """
     if len(train) > BRUTE_FORCE_MAX_TRAIN:
         return cKDTree(train).query(query, k=1)[0]
+    train_int = None if query_int is None else int_columns(train)
+    if train_int is not None:
+        return _nearest_int(query_int, train_int.T)
     out = np.empty(len(query), dtype=np.float64)
     for start in range(0, len(query), _BLOCK):
         q = query[start : start + _BLOCK]
@@ -230,6 +273,34 @@ def _nearest(query: np.ndarray, train: np.ndarray) -> np.ndarray:
             diff = q - t
             np.minimum(best, np.einsum("ij,ij->i", diff, diff), out=best)
         out[start : start + _BLOCK] = np.sqrt(best)
+    return out
+
+
+def _nearest_int(query: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """``_nearest`` on exact integers: (d, n) int32 query columns, (m, d) int32 training points -> (n,).
+
+    Blocks of queries keep the working arrays in cache; the buffers are reused, so the loop
+    allocates nothing. The squared distances are the same integers as in float64, so the square
+    roots are bit-identical.
+    """
+    d, n = query.shape
+    out = np.empty(n, dtype=np.float64)
+    acc, term, best = (np.empty(min(n, _BLOCK), dtype=np.int32) for _ in range(3))
+    for start in range(0, n, _BLOCK):
+        stop = min(n, start + _BLOCK)
+        a, s, b = acc[: stop - start], term[: stop - start], best[: stop - start]
+        for j, t in enumerate(train):
+            np.subtract(query[0, start:stop], t[0], out=a)
+            np.multiply(a, a, out=a)
+            for axis in range(1, d):
+                np.subtract(query[axis, start:stop], t[axis], out=s)
+                np.multiply(s, s, out=s)
+                np.add(a, s, out=a)
+            if j == 0:
+                b[:] = a
+            else:
+                np.minimum(b, a, out=b)
+        np.sqrt(b, out=out[start:stop])
     return out
 
 
@@ -248,12 +319,49 @@ def confidences(
     return margin, {"boundary": abs_margin / corner_reach, "sigmoid": np.tanh(abs_margin / 2.0)}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    """What every trial of a setting shares (read-only arrays)."""
+
+    points: np.ndarray  # (n, d) float64 query points
+    ids: np.ndarray  # (n,) int64 point ids
+    labels: np.ndarray  # (n,) int8 ideal labels
+    int_coords: np.ndarray | None  # (d, n) int32 exact copy of the points, or None (see int_columns)
+    ids_ascending: bool  # then ordering by index is ordering by id
+
+
+@lru_cache(maxsize=4)
+def _setting(
+    test_size: int,
+    grid_size: float,
+    granularity: float,
+    n_dims: int,
+    query_seed: int,
+    weights: tuple[float, ...],
+    bias: float,
+) -> _Setting:
+    """The query points of a setting and what derives from them alone, computed once per process."""
+    points, ids = grid.query_points(test_size, grid_size, granularity, n_dims, query_seed)
+    labels = ideal_labels(points, weights, bias)
+    int_coords = int_columns(points)
+    for a in (labels, int_coords):
+        if a is not None:
+            a.flags.writeable = False
+    return _Setting(points, ids, labels, int_coords, bool((ids[1:] > ids[:-1]).all()))
+
+
 def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
     """Run one LP trial. Pure: config in, rows out."""
-    points, ids = grid.query_points(
-        cfg.test_size, cfg.grid_size, cfg.granularity, cfg.num_dimensions, cfg.query_seed
+    setting = _setting(
+        cfg.test_size,
+        cfg.grid_size,
+        cfg.granularity,
+        cfg.num_dimensions,
+        cfg.query_seed,
+        tuple(cfg.ideal_weights),
+        cfg.ideal_bias,
     )
-    labels = ideal_labels(points, cfg.ideal_weights, cfg.ideal_bias)
+    points, ids, labels = setting.points, setting.ids, setting.labels
     if not ((labels > 0).any() and (labels < 0).any()):
         raise ValueError("every query point has the same ideal label; move the ideal hyperplane")
     rng = np.random.default_rng(cfg.seed)
@@ -264,9 +372,14 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
     is_member = np.zeros(len(ids), dtype=bool)
     is_member[train_idx] = True
     raw_to_train, raw_to_other = nearest_train_distances(
-        points, x_train, labels if cfg.same_class else None, labels[train_idx] if cfg.same_class else None
+        points,
+        x_train,
+        labels if cfg.same_class else None,
+        labels[train_idx] if cfg.same_class else None,
+        setting.int_coords,
     )
-    finite = raw_to_train[np.isfinite(raw_to_train)]
+    raw_finite = np.isfinite(raw_to_train)
+    finite = raw_to_train if raw_finite.all() else raw_to_train[raw_finite]
     scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     train_distance = raw_to_train / scale
     other_distance = np.full(len(ids), np.nan)
@@ -276,13 +389,24 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
     abs_margin = np.abs(margin)
     k = similarity.set_size(len(ids), cfg.percent)
     metrics, extremes, bins = [], [], []
-    finite_dist = np.where(np.isfinite(train_distance), train_distance, np.nan)
     has_dist = np.isfinite(train_distance)
-    dist_ranks = stats.average_ranks(train_distance[has_dist])
+    all_dist = bool(has_dist.all())
+    finite_dist = train_distance if all_dist else np.where(has_dist, train_distance, np.nan)
+    # Average ranks do not depend on the order among ties, so any sort will do.
+    dist_ranks = stats.average_ranks(train_distance, stats.stable_order(train_distance)) if all_dist else None
+    # Both confidences are non-decreasing functions of |margin|, so the order by (|margin|, id) is
+    # normally also the order by (confidence, |margin|, id): one sort serves both. Ids ascend with
+    # the index, so a stable sort by |margin| is that order. It is checked per confidence below.
+    margin_order = stats.stable_order(abs_margin) if setting.ids_ascending else None
+    shared_bins = None  # bins and confidence-free bin means of margin_order, once computed
     for ctype in CONFIDENCES:
         conf = confs[ctype]
-        order = similarity.confidence_order(conf, abs_margin, ids)
-        conf_ranks = stats.average_ranks(conf, order)
+        order = margin_order
+        sorted_conf = None if order is None else conf[order]
+        if sorted_conf is None or (sorted_conf[1:] < sorted_conf[:-1]).any():
+            order = similarity.confidence_order(conf, abs_margin, ids)
+            sorted_conf = conf[order]
+        conf_ranks = stats.average_ranks(conf, order, sorted_conf)
         bottom, top = similarity.extreme_sets(order, k)
         for subset, idx in (("bottom", bottom), ("top", top)):
             extremes.append(
@@ -303,7 +427,7 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
         values = {
             "spearman_confidence_train_distance": (
                 stats.spearman_from_ranks(conf_ranks, dist_ranks)
-                if has_dist.all()
+                if all_dist
                 else stats.spearman(conf[has_dist], train_distance[has_dist])
             ),
             "auc_confidence_membership": stats.auc_from_ranks(conf_ranks, is_member),
@@ -322,16 +446,31 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
         metrics.append(
             pd.DataFrame({"confidence_type": ctype, "metric": list(values), "value": list(values.values())})
         )
-        bin_of = similarity.bins_by_rank(order, cfg.n_bins)
-        means = similarity.binned_means(
-            bin_of,
-            cfg.n_bins,
-            confidence_mean=conf,
-            train_distance_mean=finite_dist,
-            nonmember_train_distance_mean=np.where(is_member, np.nan, finite_dist),
-            member_share=is_member.astype(np.float64),
+        if order is margin_order and shared_bins is not None:
+            bin_of, other_means = shared_bins
+        else:
+            bin_of = similarity.bins_by_rank(order, cfg.n_bins)
+            other_means = similarity.binned_means(
+                bin_of,
+                cfg.n_bins,
+                train_distance_mean=finite_dist,
+                nonmember_train_distance_mean=np.where(is_member, np.nan, finite_dist),
+                member_share=is_member.astype(np.float64),
+            )
+            if order is margin_order:
+                shared_bins = bin_of, other_means
+        conf_means = similarity.binned_means(bin_of, cfg.n_bins, confidence_mean=conf)
+        bins.append(
+            pd.DataFrame(
+                {
+                    "confidence_type": ctype,
+                    "bin": np.arange(1, cfg.n_bins + 1),
+                    "n_points": other_means["n_points"],
+                    "confidence_mean": conf_means["confidence_mean"],
+                    **{name: v for name, v in other_means.items() if name != "n_points"},
+                }
+            )
         )
-        bins.append(pd.DataFrame({"confidence_type": ctype, "bin": np.arange(1, cfg.n_bins + 1), **means}))
 
     model_row = pd.DataFrame(
         {
@@ -340,7 +479,8 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
             "bias": [model.bias],
             "lp_objective_value": [model.objective_value],
             "train_accuracy": [float((model.predict(x_train) == y_train).mean())],
-            "accuracy": [float((model.predict(points) == labels).mean())],
+            # model.predict(points), from the margin at hand
+            "accuracy": [float((np.where(margin >= 0, 1, -1) == labels).mean())],
             "n_query": [len(ids)],
             "n_members": [int(is_member.sum())],
             "n_train_pos": [int((y_train > 0).sum())],

@@ -55,12 +55,19 @@ def binned_means(bins: np.ndarray, n_bins: int, **values: np.ndarray) -> dict[st
     Returns:
         {"n_points": (n_bins,), name: (n_bins,) mean for each value}.
     """
-    out = {"n_points": np.bincount(bins, minlength=n_bins).astype(np.int64)}
+    all_counts = np.bincount(bins, minlength=n_bins)
+    out = {"n_points": all_counts.astype(np.int64)}
     for name, v in values.items():
         v = np.asarray(v, dtype=np.float64)
-        ok = ~np.isnan(v)
-        sums = np.bincount(bins[ok], weights=v[ok], minlength=n_bins)
-        counts = np.bincount(bins[ok], minlength=n_bins)
+        nan = np.isnan(v)
+        if nan.any():
+            counts = all_counts - np.bincount(bins[nan], minlength=n_bins)
+            # A NaN counts as +0.0 in the sums: the same sums as leaving it out, since a sum that
+            # starts at +0.0 is never -0.0, and x + 0.0 == x bit for bit for every other x.
+            v = np.where(nan, 0.0, v)
+        else:
+            counts = all_counts
+        sums = np.bincount(bins, weights=v, minlength=n_bins)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[name] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     return out
