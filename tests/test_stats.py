@@ -97,3 +97,9 @@ def test_average_ranks_accept_the_sorted_values():
     v = np.random.default_rng(5).integers(0, 9, 300).astype(float)
     order = stats.stable_order(v)
     np.testing.assert_allclose(stats.average_ranks(v, order, v[order]), rankdata(v))
+
+
+def test_average_ranks_of_ints_count_like_scipy():
+    keys = np.random.default_rng(6).integers(0, 50, 2000)
+    np.testing.assert_array_equal(stats.average_ranks_of_ints(keys), rankdata(keys))
+    assert stats.average_ranks_of_ints(np.array([], dtype=np.int64)).size == 0
