@@ -383,3 +383,19 @@ def test_binned_means_skip_nans():
     np.testing.assert_array_equal(out["n_points"], [2, 2, 2])
     np.testing.assert_array_equal(out["v"][:2], [1.0, 0.0])
     assert np.isnan(out["v"][2])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        np.sqrt(np.array([0, 5, 5, 2, 9, 1, 2, 0], dtype=float)),  # roots of integers: counted
+        np.array([0.5, 1.5, 1.5, 0.25, 2.0]),  # not roots of integers: sorted
+    ],
+)
+def test_distance_ranks_equal_scipy_ranks_by_either_path(raw):
+    from scipy.stats import rankdata
+
+    from privstudy.linprog_runner import _distance_ranks
+
+    scale = raw.max()
+    np.testing.assert_array_equal(_distance_ranks(raw / scale, raw, scale, True), rankdata(raw / scale))

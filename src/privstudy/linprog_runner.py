@@ -392,8 +392,9 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
     has_dist = np.isfinite(train_distance)
     all_dist = bool(has_dist.all())
     finite_dist = train_distance if all_dist else np.where(has_dist, train_distance, np.nan)
-    # Average ranks do not depend on the order among ties, so any sort will do.
-    dist_ranks = stats.average_ranks(train_distance, stats.stable_order(train_distance)) if all_dist else None
+    dist_ranks = None
+    if all_dist:
+        dist_ranks = _distance_ranks(train_distance, raw_to_train, scale, setting.int_coords is not None)
     # Both confidences are non-decreasing functions of |margin|, so the order by (|margin|, id) is
     # normally also the order by (confidence, |margin|, id): one sort serves both. Ids ascend with
     # the index, so a stable sort by |margin| is that order. It is checked per confidence below.
@@ -408,22 +409,7 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
             sorted_conf = conf[order]
         conf_ranks = stats.average_ranks(conf, order, sorted_conf)
         bottom, top = similarity.extreme_sets(order, k)
-        for subset, idx in (("bottom", bottom), ("top", top)):
-            extremes.append(
-                pd.DataFrame(
-                    {
-                        "confidence_type": ctype,
-                        "subset": subset,
-                        "rank": np.arange(k),
-                        "point_id": ids[idx],
-                        "confidence": conf[idx],
-                        "margin": margin[idx],
-                        "train_distance": train_distance[idx],
-                        "is_member": is_member[idx],
-                        "member_other_distance": other_distance[idx],
-                    }
-                )
-            )
+        extremes += [(ctype, "bottom", conf, bottom), (ctype, "top", conf, top)]
         values = {
             "spearman_confidence_train_distance": (
                 stats.spearman_from_ranks(conf_ranks, dist_ranks)
@@ -443,9 +429,7 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
             "saturated_share": float((conf >= 1.0).mean()),
             "set_size": float(k),
         }
-        metrics.append(
-            pd.DataFrame({"confidence_type": ctype, "metric": list(values), "value": list(values.values())})
-        )
+        metrics += [(ctype, name, value) for name, value in values.items()]
         if order is margin_order and shared_bins is not None:
             bin_of, other_means = shared_bins
         else:
@@ -461,15 +445,13 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
                 shared_bins = bin_of, other_means
         conf_means = similarity.binned_means(bin_of, cfg.n_bins, confidence_mean=conf)
         bins.append(
-            pd.DataFrame(
-                {
-                    "confidence_type": ctype,
-                    "bin": np.arange(1, cfg.n_bins + 1),
-                    "n_points": other_means["n_points"],
-                    "confidence_mean": conf_means["confidence_mean"],
-                    **{name: v for name, v in other_means.items() if name != "n_points"},
-                }
-            )
+            {
+                "confidence_type": np.full(cfg.n_bins, ctype, dtype=object),
+                "bin": np.arange(1, cfg.n_bins + 1),
+                "n_points": other_means["n_points"],
+                "confidence_mean": conf_means["confidence_mean"],
+                **{name: v for name, v in other_means.items() if name != "n_points"},
+            }
         )
 
     model_row = pd.DataFrame(
@@ -489,12 +471,50 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
             "distance_scale": [scale],
         }
     )
+    # Each table is built as one frame from whole columns: frames per part and a concat cost more
+    # than the rest of the table work.
+    idx = np.concatenate([i for *_, i in extremes])
+    extremes_frame = pd.DataFrame(
+        {
+            "confidence_type": np.repeat(np.array([c for c, *_ in extremes], dtype=object), k),
+            "subset": np.repeat(np.array([sub for _, sub, *_ in extremes], dtype=object), k),
+            "rank": np.tile(np.arange(k), len(extremes)),
+            "point_id": ids[idx],
+            "confidence": np.concatenate([conf[i] for _, _, conf, i in extremes]),
+            "margin": margin[idx],
+            "train_distance": train_distance[idx],
+            "is_member": is_member[idx],
+            "member_other_distance": other_distance[idx],
+        }
+    )
     return {
         "linprog_model": model_row,
-        "linprog_metrics": pd.concat(metrics, ignore_index=True),
-        "linprog_extremes": pd.concat(extremes, ignore_index=True),
-        "linprog_bins": pd.concat(bins, ignore_index=True),
+        "linprog_metrics": pd.DataFrame(metrics, columns=["confidence_type", "metric", "value"]),
+        "linprog_extremes": extremes_frame,
+        "linprog_bins": pd.DataFrame({name: np.concatenate([b[name] for b in bins]) for name in bins[0]}),
     }
+
+
+def _distance_ranks(
+    train_distance: np.ndarray, raw: np.ndarray, scale: float, integer_grid: bool
+) -> np.ndarray:
+    """Average ranks of the (n,) finite train distances ``raw / scale``.
+
+    On an integer grid every raw distance is the square root of an integer, and those integers are
+    few (at most the grid's largest squared distance), so they are ranked by counting instead of
+    sorting. This is used only when each raw distance is exactly the square root of its integer and
+    distinct integers give distinct train distances: then both rankings are the same.
+    """
+    if integer_grid:
+        squares = np.rint(raw * raw)
+        if squares.max() <= 4 * raw.size and (np.sqrt(squares) == raw).all():
+            keys = squares.astype(np.int64)
+            present = np.flatnonzero(np.bincount(keys)).astype(np.float64)
+            by_key = np.sqrt(present) / scale
+            if (by_key[1:] > by_key[:-1]).all():
+                return stats.average_ranks_of_ints(keys)
+    # Average ranks do not depend on the order among ties, so any sort will do.
+    return stats.average_ranks(train_distance, stats.stable_order(train_distance))
 
 
 KIND = TrialKind(
