@@ -150,6 +150,35 @@ def test_microbatch_norms_and_sum(name):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-6)
 
 
+def test_conv_norms_and_sum_with_image_sizes_known_only_when_the_graph_runs():
+    """A convolution on images of any size: traced with unknown height and width, the patch views take
+    their padding and bounds from the running shapes; norms and clipped sum still equal the loop's."""
+    from privstudy.defences.fast_dp import clipped_gradient_sum
+
+    tf.keras.utils.set_random_seed(6)
+    inp = tf.keras.Input((None, None, 2))
+    h = L.Conv2D(3, 3, padding="same", activation="relu")(inp)
+    h = L.Conv2D(4, (3, 2), strides=2, padding="same")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    model = tf.keras.Model(inp, L.Dense(3, activation="softmax")(h))
+    rng = np.random.default_rng(6)
+    x, y, loss = rng.normal(size=(5, 8, 7, 2)).astype(np.float32), rng.integers(0, 3, 5), _sce()
+    brute = _brute(model, x, y, loss)
+    norms = _norms(brute)
+    clip = float(np.median(norms))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 2]), tf.TensorSpec([None], tf.int64)])
+    def step(images, labels):
+        assert images.shape[1] is None and images.shape[2] is None
+        return clipped_gradient_sum(model, images, labels, _per_example(loss), clip)
+
+    grads, _, got = step(tf.constant(x), tf.constant(y))
+    np.testing.assert_allclose(got.numpy(), norms, rtol=2e-5)
+    want = [sum(min(1.0, clip / n) * gs[k] for n, gs in zip(norms, brute)) for k in range(len(brute[0]))]
+    for g, w in zip(grads, want):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-6)
+
+
 def test_lstm_forward_equals_keras_lstm():
     from privstudy.defences.fast_dp import lstm_layer_computation
 

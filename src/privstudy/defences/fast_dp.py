@@ -185,16 +185,20 @@ def conv2d_layer_computation(layer_instance, input_args, input_kwargs, tape, num
 
     def sqr_norm_fn(grads):
         views = _patch_views(x, grads, kh, kw, sh, sw, layer.padding)
-        b, c = tf.shape(grads)[0], grads.shape[-1]
-        g = tf.reshape(grads, [b, -1, c])
+        c = grads.shape[-1]
         t = None if None in grads.shape[1:3] else grads.shape[1] * grads.shape[2]
-        g = tf.ensure_shape(g, [None, t, c])
+        if t is not None:
+            g = tf.reshape(grads, [-1, t, c])
+        else:
+            g = tf.ensure_shape(tf.reshape(grads, [tf.shape(grads)[0], -1, c]), [None, t, c])
         if _use_ghost(_group(views[0], num_microbatches).shape[1], sum(v.shape[2] for v in views), c):
             norms = sum_outer_sq_norms(views, g, num_microbatches)
         else:
-            per_example = per_example_outer(views, g, num_microbatches)
+            # (B, kh*kw, Cin, C): the per-example kernel gradients in the kernel's own order, stacked
+            # once for both the norms and the weighted sum.
+            per_example = tf.stack(per_example_outer(views, g, num_microbatches), axis=1)
             kept["kernel"] = per_example
-            norms = tf.add_n([tf.reduce_sum(tf.square(p), axis=[1, 2]) for p in per_example])
+            norms = tf.reduce_sum(tf.square(per_example), axis=[1, 2, 3])
         if layer.use_bias:
             norms += _bias_sq_norms(g, num_microbatches)
         return norms
@@ -206,7 +210,7 @@ def conv2d_layer_computation(layer_instance, input_args, input_kwargs, tape, num
         weighted = delta * example_weights[:, None, None, None]
         if "kernel" not in kept:
             return tape.gradient(base_vars, layer.trainable_variables, output_gradients=weighted)
-        kernel = tf.stack([tf.tensordot(group_weights, p, axes=1) for p in kept["kernel"]])
+        kernel = tf.tensordot(group_weights, kept["kernel"], axes=1)
         out = {layer.kernel.ref(): tf.reshape(kernel, layer.kernel.shape)}
         if layer.use_bias:
             out[layer.bias.ref()] = tf.reduce_sum(weighted, axis=[0, 1, 2])
@@ -219,7 +223,35 @@ def conv2d_layer_computation(layer_instance, input_args, input_kwargs, tape, num
 def _patch_views(x, grads, kh, kw, sh, sw, padding):
     """The kh*kw shifted views of ``x`` (B, H, W, Cin) that a convolution's kernel offsets see, each
     (B, T, Cin) with T = the output positions: the unfolded patches, one kernel offset at a time
-    (``tf.image.extract_patches`` is several times slower on CPU than the convolution itself)."""
+    (``tf.image.extract_patches`` is several times slower on CPU than the convolution itself).
+
+    With static spatial sizes (the usual case: a model's input shape) the padding and slice bounds are
+    Python integers, so each view is one slice and one reshape in the graph: the dynamic-shape version
+    (kept for unknown sizes) adds a dozen shape ops per view, which made tracing the DP step, repeated at
+    every ``fit``, cost several times the traced plain step.
+    """
+    import tensorflow as tf
+
+    h, w, ho, wo = x.shape[1], x.shape[2], grads.shape[1], grads.shape[2]
+    if None in (h, w, ho, wo):
+        return _patch_views_dynamic(x, grads, kh, kw, sh, sw, padding)
+    if padding == "same":
+        pad_h = max((ho - 1) * sh + kh - h, 0)
+        pad_w = max((wo - 1) * sw + kw - w, 0)
+        if pad_h or pad_w:
+            x = tf.pad(
+                x, [[0, 0], [pad_h // 2, pad_h - pad_h // 2], [pad_w // 2, pad_w - pad_w // 2], [0, 0]]
+            )
+    shape = [-1, ho * wo, x.shape[-1]]
+    return [
+        tf.reshape(x[:, dy : dy + (ho - 1) * sh + 1 : sh, dx : dx + (wo - 1) * sw + 1 : sw, :], shape)
+        for dy in range(kh)
+        for dx in range(kw)
+    ]
+
+
+def _patch_views_dynamic(x, grads, kh, kw, sh, sw, padding):
+    """:func:`_patch_views` for spatial sizes known only when the graph runs."""
     import tensorflow as tf
 
     ho, wo = tf.shape(grads)[1], tf.shape(grads)[2]
@@ -548,6 +580,11 @@ def dp_model(model, dp: FastDP):
             super().__init__(*args, **kwargs)
             self._noise = tf.random.Generator.from_seed(dp.noise_seed)
 
+        # Keras traces train_step at every fit (and twice when the first call creates the optimizer's
+        # and metrics' variables); autograph would convert every function the step calls, tensorflow-
+        # privacy's graph walker and the registry functions included, none of which branches on a
+        # tensor: tracing them as plain Python is several times faster.
+        @tf.autograph.experimental.do_not_convert
         def train_step(self, data):
             x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
             if sample_weight is not None:
