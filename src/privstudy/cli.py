@@ -128,6 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="attack only the first N models as targets (default: every model)",
     )
+    attack.add_argument(
+        "--executor",
+        choices=EXECUTOR_CHOICES,
+        default="local",
+        help="where the (setting, attack, target) units not stored yet run: inline (this process), "
+        "local (a process pool, default), slurm (job arrays), auto (slurm where reachable, else local)",
+    )
+    attack.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local pool size (default: SLURM_CPUS_PER_TASK, else the core count)",
+    )
+    attack.add_argument(
+        "--targets-per-task",
+        type=int,
+        default=None,
+        metavar="N",
+        help="targets per chunk of work (one Slurm array task; each chunk reads its setting's scores once); "
+        "default: the targets shared out over the workers (local), 16 (slurm)",
+    )
+    attack.add_argument(
+        "--timeout-min",
+        type=int,
+        default=120,
+        help="slurm: wall-clock limit of one array task, in minutes (default 120)",
+    )
 
     data = sub.add_parser(
         "data",
@@ -249,8 +276,9 @@ def cmd_kinds(args: argparse.Namespace) -> int:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    """`privstudy attack`."""
+    """`privstudy attack`: compute the attack units not stored yet (through an executor), then the tables."""
     from privstudy.analysis import common, mia_train
+    from privstudy.harness.executors import ExecutorError, WorkersDied, resolve
 
     attacks = None
     if args.attacks:
@@ -258,20 +286,49 @@ def cmd_attack(args: argparse.Namespace) -> int:
         unknown = [a for a in attacks if a not in ATTACKS]
         if unknown:
             return _fail(f"unknown attack(s) {', '.join(unknown)}; valid: {', '.join(ATTACKS)}")
-    if args.max_targets is not None and args.max_targets < 1:
-        return _fail(f"--max-targets must be >= 1, got {args.max_targets}")
+    for flag, value in (
+        ("--max-targets", args.max_targets),
+        ("--workers", args.workers),
+        ("--targets-per-task", args.targets_per_task),
+        ("--timeout-min", args.timeout_min),
+    ):
+        if value is not None and value < 1:
+            return _fail(f"{flag} must be >= 1, got {value}")
     from privstudy.analysis.options import output_error
     from privstudy.harness import results
+    from privstudy.harness.attack_stage import AttackStageError
     from privstudy.harness.lock import LockHeld
 
     study_dir = Path(args.study_dir)
     out = Path(args.out) if args.out else study_dir
+    executor = resolve(args.executor, sys.stdout)
+    per_task = args.targets_per_task or (16 if executor == "slurm" else None)
     try:
         study = common.load_study(study_dir, args.allow_damaged)
+        study.store_dir = out
         with common.study_output(study_dir, out, "privstudy attack") as stage:
+            _, total, computed = mia_train.ensure_units(
+                study,
+                attacks,
+                args.max_targets,
+                executor=executor,
+                workers=args.workers,
+                targets_per_task=per_task,
+                timeout_min=args.timeout_min,
+                show_progress=True,
+            )
+            print(f"attack units: {total}; computed now: {computed}; stored before: {total - computed}")
             lines = mia_train.build(study, stage, attacks, args.max_targets)
-    except (common.AnalysisError, results.ResultsError, LockHeld) as err:
+    except (common.AnalysisError, results.ResultsError, LockHeld, AttackStageError, ExecutorError) as err:
         return _fail(str(err))
+    except WorkersDied as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished attack units are stored; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
     except OSError as err:
         return _fail(output_error(out, err))
     print("\n".join(lines))

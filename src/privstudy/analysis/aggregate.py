@@ -46,6 +46,7 @@ def aggregate_study(
     """
     out_dir = out_dir or study_dir
     study = common.load_study(study_dir, allow_damaged)
+    study.store_dir = out_dir
     status = study.status
     lines = [
         f"# Study `{study.name}`",

@@ -33,7 +33,13 @@ class StudyData:
     records: pd.DataFrame  # one row per recorded trial in the manifest (done or failed)
     expected: pd.DataFrame  # one row per manifest trial: trial_id, kind, setting_id
     status: StudyStatus  # the trials by state
+    store_dir: Path | None = None  # where the attack stage keeps its units (None: the study folder)
     _tables: dict = dataclasses.field(default_factory=dict, repr=False)  # (kind, table) -> rows, read once
+
+    @property
+    def attack_store(self) -> Path:
+        """The folder holding ``attacks/``: the study folder unless outputs go elsewhere (``--out``)."""
+        return self.store_dir or self.study_dir
 
     @property
     def name(self) -> str:

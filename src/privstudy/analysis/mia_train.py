@@ -63,7 +63,7 @@ INTERVALS_NOTE = (
 )
 
 
-def attack_rows(study_dir: Path, plan: SettingPlan, max_targets: Optional[int]) -> tuple[pd.DataFrame, dict]:
+def attack_rows(store: Path, plan: SettingPlan, max_targets: Optional[int]) -> tuple[pd.DataFrame, dict]:
     """Per-target metrics of every attack on one setting from the stored units, the pooled metrics (one
     row per attack, columns ``pooled_*``: one ROC over every target's examples) and each attack's scores
     on the first target (with the target's membership, for the histograms).
@@ -75,7 +75,7 @@ def attack_rows(study_dir: Path, plan: SettingPlan, max_targets: Optional[int]) 
     for name in plan.attacks:
         targets = plan.targets(name, max_targets)
         uids = [stage.unit_id(plan.trial_ids, name, t, RMIA_A, SHADOW_SEED) for t in targets]
-        units = stage.read_units(study_dir, uids)
+        units = stage.read_units(store, uids)
         done = units[units["status"] == "done"] if len(units) else units
         if len(done) != len(uids):
             failed = units[units["status"] != "done"] if len(units) else units
@@ -85,14 +85,14 @@ def attack_rows(study_dir: Path, plan: SettingPlan, max_targets: Optional[int]) 
                 else f"{len(uids) - len(units)} not computed"
             )
             raise AnalysisError(
-                f"{study_dir}: attack {name} on setting {plan.setting_id}: {why} of {len(uids)} target "
-                f"units; run `privstudy attack {study_dir}` to compute them"
+                f"{store}: attack {name} on setting {plan.setting_id}: {why} of {len(uids)} target "
+                f"units; run `privstudy attack` on the study to compute them"
             )
         done = done.set_index("trial_id").loc[uids].reset_index()
         frames.append(done[["attack", "target", *stage.METRIC_COLUMNS, "roc_tpr_json"]])
         all_scores, all_truth = [], []
         for uid in uids:
-            sc = stage.read_scores(study_dir, uid)
+            sc = stage.read_scores(store, uid)
             all_scores.append(sc["score"].to_numpy())
             all_truth.append(sc["is_member"].to_numpy(bool))
         first[name] = (all_scores[0], all_truth[0])
@@ -153,6 +153,7 @@ def ensure_units(
     executor: str = "inline",
     workers: Optional[int] = None,
     targets_per_task: Optional[int] = None,
+    timeout_min: int = 120,
     out=None,
     err=None,
     show_progress: bool = False,
@@ -172,6 +173,7 @@ def ensure_units(
     tasks, total, todo = stage.plan_tasks(
         study.name,
         study.study_dir,
+        study.attack_store,
         plans,
         code_version(),
         max_targets=max_targets,
@@ -182,10 +184,10 @@ def ensure_units(
     )
     if not tasks:
         return plans, total, 0
-    run.check(study.study_dir)
-    resources = stage.task_resources(tasks, plans)
+    run.check(study.attack_store)
+    resources = stage.task_resources(tasks, plans, timeout_min)
     failed = []
-    for outcome in run.run(tasks, resources, study.study_dir, show_progress, out, err):
+    for outcome in run.run(tasks, resources, study.attack_store, show_progress, out, err):
         if outcome.status == "failed":
             failed.append(outcome)
     if failed:
@@ -222,7 +224,7 @@ def build(
             notes.append(
                 f"- setting {label}: {len(model_ids)} of {cfg['n_models']} models done; attacks use those"
             )
-        table, first, pooled = attack_rows(study.study_dir, plan, max_targets)
+        table, first, pooled = attack_rows(study.attack_store, plan, max_targets)
         for frame, out in ((table, per_target), (pooled, pooled_rows)):
             frame.insert(0, "setting", i)
             for k, v in coords.items():

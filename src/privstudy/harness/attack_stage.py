@@ -94,7 +94,8 @@ class AttackTask:
     """One chunk of units for an executor: one setting, some attacks, some targets. Small and picklable."""
 
     study: str
-    study_dir: str
+    study_dir: str  # where the score shards are read
+    store_dir: str  # where attacks/ is written: the study folder, or the --out folder of a read-only study
     setting_id: str
     config: dict  # the setting's config (without the seed): pool_size, n_models, keep_seed, ...
     trial_ids: tuple[str, ...]  # the setting's done model trials, in model order
@@ -289,7 +290,7 @@ def _provenance(task: AttackTask, uid: str, target: int, attack: str) -> dict:
 
 
 def _commit(task: AttackTask, uid: str, prov: dict, row: pd.DataFrame, per_example: Optional[pd.DataFrame]):
-    study_dir = Path(task.study_dir)
+    study_dir = Path(task.store_dir)
     if per_example is not None and task.save_scores:
         results.write_atomic(
             scores_path(study_dir, uid), results.to_arrow(per_example, SCORE_COLUMNS, prov, "attack_scores")
@@ -309,7 +310,7 @@ def execute_chunk_units(task: AttackTask) -> TrialOutcome:
     for attack in task.attacks:
         for target in task.targets:
             uid = unit_id(task.trial_ids, attack, target, task.rmia_a, task.seed)
-            if not _is_done(study_dir, uid):
+            if not _is_done(Path(task.store_dir), uid):
                 todo.append((attack, target, uid))
     if not todo:
         return TrialOutcome(task.trial_id, "skipped", None, 0.0)
@@ -426,6 +427,7 @@ def setting_plans(
 def plan_tasks(
     study: str,
     study_dir: Path,
+    store_dir: Path,
     plans: Sequence[SettingPlan],
     code_version: str,
     max_targets: Optional[int] = None,
@@ -440,7 +442,7 @@ def plan_tasks(
     A chunk is one setting, every attack with missing units, and ``targets_per_task`` targets (default:
     the targets shared out over ``workers``, so each worker reads the setting once).
     """
-    done = done_units(study_dir)
+    done = done_units(store_dir)
     tasks: list[AttackTask] = []
     total = todo_count = 0
     for plan in plans:
@@ -463,6 +465,7 @@ def plan_tasks(
                 AttackTask(
                     study=study,
                     study_dir=str(study_dir),
+                    store_dir=str(store_dir),
                     setting_id=plan.setting_id,
                     config=plan.config,
                     trial_ids=plan.trial_ids,

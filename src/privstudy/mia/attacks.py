@@ -115,7 +115,10 @@ def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _masked_std(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    v = np.where(mask[..., None], values, np.nan)
+    """Standard deviation over axis 0 of values (S, N, V) where mask (S, N) holds, summed in sorted order:
+    then equal sets of values give equal bits whatever their models' order (ties between examples stay
+    ties), and ``privstudy.mia.shared`` reproduces it exactly."""
+    v = np.sort(np.where(mask[..., None], values, np.nan), axis=0)  # NaN last
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanstd(v, axis=0, ddof=1 if mask.sum(axis=0).min() > 1 else 0)

@@ -9,9 +9,11 @@ k_t is c - 1 or c, so the models used are always among the first c + 1 side-mode
 *candidates*), less at most two of them: the target itself where it is a candidate, and the last
 candidates in model order beyond k_t. Here the candidates' values are sorted once per setting; a
 target's median is then an index into the sorted values with at most two positions skipped, and its
-mean and variance are the candidates' sums less the removed values (centred, for stable rounding). The
-scores equal ``attacks``' to float rounding (tests/test_attack_stage.py compares them on random keep
-matrices, complete and partial).
+mean and spread are the sorted candidates' sums with the removed ones zeroed: the same additions in
+the same order as ``attacks``' (which sums sorted values too), so the scores are equal bit for bit
+(tests/test_attack_stage.py compares them on random keep matrices, complete, partial and tied). The
+per-target work is O(M N) array arithmetic instead of O(M N log M) with Python-level masking and nan
+handling.
 
 Pure numpy: no TensorFlow, no files.
 """
@@ -41,11 +43,8 @@ class Side:
 
     models: np.ndarray  # (N, K) int32: candidate model indices in model order, -1 where fewer exist
     valid: np.ndarray  # (N,) int64: number of candidates of each example (c or c + 1)
-    sorted_views: Optional[np.ndarray] = None  # (N, K, V): candidate views sorted per view, +inf padded
+    sorted_views: Optional[np.ndarray] = None  # (K, N, V): candidate views sorted per view, +inf padded
     rank: Optional[np.ndarray] = None  # (N, K, V) int32: the sorted position of each slot's value
-    centre: Optional[np.ndarray] = None  # (N, V): the candidates' mean, the shift for stable sums
-    sum1: Optional[np.ndarray] = None  # (N, V): sum over candidates of (value - centre)
-    sum2: Optional[np.ndarray] = None  # (N, V): sum over candidates of (value - centre)^2
 
 
 def _side(mask: np.ndarray) -> Side:
@@ -110,14 +109,11 @@ class SharedStats:
         vals = _gather(self.data.views, side)  # (N, K, V)
         filled = np.where(np.isnan(vals), np.inf, vals)
         order = np.argsort(filled, axis=1, kind="stable")
-        side.sorted_views = np.take_along_axis(filled, order, axis=1)
+        # (K, N, V), the layout of attacks' (shadows, N, V): sums over axis 0 add in the same order
+        side.sorted_views = np.ascontiguousarray(np.take_along_axis(filled, order, axis=1).transpose(1, 0, 2))
         rank = np.empty(order.shape, np.int32)
         np.put_along_axis(rank, order, np.arange(order.shape[1], dtype=np.int32)[None, :, None], axis=1)
-        side.rank = rank
-        side.centre = np.nansum(vals, axis=1) / side.valid[:, None]
-        dev = vals - side.centre[:, None, :]
-        side.sum1 = np.nansum(dev, axis=1)
-        side.sum2 = np.nansum(dev**2, axis=1)
+        side.rank = rank  # (N, K, V)
 
     def _removed_for(self, name: str, target: int) -> tuple[np.ndarray, int]:
         key = (name, target)
@@ -143,13 +139,15 @@ class SharedStats:
         return mu, sd
 
     def _median_sd(self, name: str, target: int) -> tuple[np.ndarray, np.ndarray]:
+        """The median and the two-pass standard deviation of the selected values, computed as
+        ``attacks._masked_median`` / ``_masked_std`` do on their sorted values: the same additions in the
+        same order (removed and padding slots add exact zeros), so equal inputs give equal bits."""
         side = self.sides[name]
         if side.sorted_views is None:
             raise ValueError(f"side {name} was not prepared for LiRA")
         removed, k = self._removed_for(name, target)
-        n, _, v = side.sorted_views.shape
+        kk, n, v = side.sorted_views.shape
         rows = np.arange(n)[:, None]
-        views = np.arange(v)[None, :]
         safe = np.where(removed >= 0, removed, 0)
         pos = np.where(removed[:, :, None] >= 0, side.rank[rows, safe], _FAR)  # (N, 2, V)
         p1, p2 = np.minimum(pos[:, 0], pos[:, 1]), np.maximum(pos[:, 0], pos[:, 1])
@@ -158,32 +156,30 @@ class SharedStats:
             idx = np.full((n, v), j)
             idx = idx + (p1 <= idx)
             idx = idx + (p2 <= idx)
-            return side.sorted_views[rows, idx, views]
+            return np.take_along_axis(side.sorted_views, idx[None], axis=0)[0]
 
         lo, hi = (k - 1) // 2, k // 2
         mu = at(lo) if lo == hi else (at(lo) + at(hi)) / 2
-        dev = np.where(removed[:, :, None] >= 0, _dev_at(side, safe, rows), 0.0)  # (N, 2, V)
-        s1 = side.sum1 - dev.sum(axis=1)
-        s2 = side.sum2 - (dev**2).sum(axis=1)
-        var = np.maximum(s2 - s1**2 / k, 0.0) / (k - 1 if k > 1 else 1)
-        # Equal values have no spread: exactly 0, as the two-pass std gives (released scores rounded by
-        # a defence tie often), not the sums' rounding residue, which 1/sd would blow up.
-        var[at(0) == at(k - 1)] = 0.0
+        slots = np.arange(kk)[:, None, None]
+        selected = (slots < side.valid[None, :, None]) & (slots != p1[None]) & (slots != p2[None])
+        x = np.where(selected, side.sorted_views, 0.0)
+        avg = x.sum(axis=0) / k
+        dev = np.where(selected, x - avg[None], 0.0)
+        var = (dev * dev).sum(axis=0) / (k - 1)
         return mu, np.sqrt(var)
 
     def out_mean(self, column: str, target: int) -> np.ndarray:
         """Mean (N,) of ``column`` (loss, p_true or view0) over the target's OUT shadows, as
-        ``attacks._out_mean``."""
+        ``attacks._out_mean``: the same values added in the same (model) order."""
         side = self.sides["out"]
         if column not in self._out_values:
             values = self.data.views[..., 0] if column == "view0" else getattr(self.data, column)
-            gathered = _gather(values, side)  # (N, K)
-            self._out_values[column] = (gathered, np.nansum(gathered, axis=1))
-        gathered, total = self._out_values[column]
+            self._out_values[column] = np.ascontiguousarray(_gather(values, side).T)  # (K, N), model order
+        gathered = self._out_values[column]
         removed, k = self._removed_for("out", target)
-        rows = np.arange(len(total))[:, None]
-        drop = np.where(removed >= 0, gathered[rows, np.where(removed >= 0, removed, 0)], 0.0).sum(axis=1)
-        return (total - drop) / k
+        slots = np.arange(gathered.shape[0])[:, None]
+        use = (slots < side.valid[None]) & (slots != removed[:, 0][None]) & (slots != removed[:, 1][None])
+        return np.where(use, gathered, 0.0).sum(axis=0) / k
 
     def lira(self, target: int, online: bool, fixed: bool) -> np.ndarray:
         """As ``attacks.lira``."""
@@ -213,12 +209,3 @@ class SharedStats:
         pr_x = 0.5 * ((1 + rmia_a) * p_out + (1 - rmia_a))
         lr = d.p_true[target] / np.maximum(pr_x, 1e-300)
         return np.searchsorted(np.sort(lr), lr, side="left") / len(lr)
-
-
-def _dev_at(side: Side, slots: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(value - centre) of each example's views at candidate ``slots`` (N, 2): (N, 2, V)."""
-    n, _, v = side.sorted_views.shape
-    # the value of slot s is the sorted value at its rank
-    ranks = side.rank[rows, slots]  # (N, 2, V)
-    vals = np.take_along_axis(side.sorted_views, ranks, axis=1)  # (N, 2, V)
-    return vals - side.centre[:, None, :]
