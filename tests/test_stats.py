@@ -103,3 +103,17 @@ def test_average_ranks_of_ints_count_like_scipy():
     keys = np.random.default_rng(6).integers(0, 50, 2000)
     np.testing.assert_array_equal(stats.average_ranks_of_ints(keys), rankdata(keys))
     assert stats.average_ranks_of_ints(np.array([], dtype=np.int64)).size == 0
+
+
+@pytest.mark.parametrize("case", ["distinct", "near_ties", "signed"])
+def test_stable_order_returns_the_sorted_values(case):
+    rng = np.random.default_rng(7)
+    v = {
+        "distinct": lambda: rng.normal(size=3000),  # one sort decides
+        "near_ties": lambda: _near_ties(rng, 3000),  # both sorts
+        "signed": lambda: np.r_[_near_ties(rng, 3000) - 20, -0.0, 0.0, -np.inf, np.inf],
+    }[case]()
+    order, sorted_values = stats.stable_order(v, return_sorted=True)
+    np.testing.assert_array_equal(order, np.argsort(v, kind="stable"))
+    want = v[order] + 0.0  # -0.0 comes back as +0.0
+    np.testing.assert_array_equal(sorted_values.view(np.uint64), want.view(np.uint64))
