@@ -314,9 +314,21 @@ def confidences(
         |w.c + b| of the grid's corners c; sigmoid = 2 |sigmoid(margin) - 1/2| = tanh(|margin| / 2).
     """
     margin = model.decision(points)
-    corner_reach = float(np.max(np.abs(model.decision(grid.corners(grid_size, n_dims)))))
     abs_margin = np.abs(margin)
-    return margin, {"boundary": abs_margin / corner_reach, "sigmoid": np.tanh(abs_margin / 2.0)}
+    return margin, {
+        "boundary": boundary_confidence(abs_margin, corner_reach(model, grid_size, n_dims)),
+        "sigmoid": np.tanh(abs_margin / 2.0),
+    }
+
+
+def corner_reach(model: lp.LinearModel, grid_size: float, n_dims: int) -> float:
+    """The largest |w.c + b| over the grid's 2^d corners c: the boundary confidence's normaliser."""
+    return float(np.max(np.abs(model.decision(grid.corners(grid_size, n_dims)))))
+
+
+def boundary_confidence(abs_margin: np.ndarray, reach: float) -> np.ndarray:
+    """|margin| over the corner reach, elementwise: (n,) -> (n,)."""
+    return abs_margin / reach
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,12 +410,21 @@ def run(cfg: LinprogConfig) -> dict[str, pd.DataFrame]:
     # Both confidences are non-decreasing functions of |margin|, so the order by (|margin|, id) is
     # normally also the order by (confidence, |margin|, id): one sort serves both. Ids ascend with
     # the index, so a stable sort by |margin| is that order. It is checked per confidence below.
-    margin_order = stats.stable_order(abs_margin) if setting.ids_ascending else None
+    margin_order, sorted_abs = stats.stable_order(abs_margin, True) if setting.ids_ascending else (None, None)
     shared_bins = None  # bins and confidence-free bin means of margin_order, once computed
     for ctype in CONFIDENCES:
         conf = confs[ctype]
         order = margin_order
-        sorted_conf = None if order is None else conf[order]
+        if order is None:
+            sorted_conf = None
+        elif ctype == "boundary":
+            # A division rounds each element on its own, so this equals conf[order] bit for bit
+            # without the random-access gather.
+            sorted_conf = boundary_confidence(
+                sorted_abs, corner_reach(model, cfg.grid_size, cfg.num_dimensions)
+            )
+        else:
+            sorted_conf = conf[order]
         if sorted_conf is None or (sorted_conf[1:] < sorted_conf[:-1]).any():
             order = similarity.confidence_order(conf, abs_margin, ids)
             sorted_conf = conf[order]
