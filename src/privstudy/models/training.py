@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -55,6 +55,7 @@ def fit(
     opts: FitOptions,
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
     optimizer: Any = None,
+    extra_callbacks: Sequence[Any] = (),
 ) -> FitResult:
     """Train ``model`` on (x, y) as ``opts`` says, with Adam unless an ``optimizer`` is given.
 
@@ -64,6 +65,7 @@ def fit(
         opts: the training options.
         validation: (x_val, y_val) for early stopping (needed when ``opts.patience`` is set).
         optimizer: e.g. a tensorflow-privacy DP optimizer (with ``opts.dp_loss``).
+        extra_callbacks: further Keras callbacks (a benchmark's epoch timer), run after early stopping.
     """
     import tensorflow as tf
 
@@ -112,6 +114,7 @@ def fit(
                 restore_best_weights=True,
             )
         )
+    callbacks += list(extra_callbacks)
     data: Any = x
     if opts.augment:
         data = _augmented(x, y_fit, opts.batch_size, opts.seed)
