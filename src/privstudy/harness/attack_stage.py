@@ -246,8 +246,9 @@ def unit_tables(task: AttackTask, attack: str, target: int, scores: np.ndarray, 
     """The metrics row and the scores table of one unit (without provenance), as DataFrames."""
     from privstudy.mia.metrics import attack_metrics, roc_curve
 
-    metrics = attack_metrics(scores, truth)
-    fpr, tpr, _ = roc_curve(scores, truth)
+    roc = roc_curve(scores, truth)
+    metrics = attack_metrics(scores, truth, roc=roc)
+    fpr, tpr, _ = roc
     row = {
         "setting_id": task.setting_id,
         "attack": attack,

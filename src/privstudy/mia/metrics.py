@@ -58,11 +58,16 @@ def resolves(n_nonmembers: int, fpr: float) -> bool:
 
 
 def attack_metrics(
-    scores: np.ndarray, is_member: np.ndarray, fpr_points: tuple[float, ...] = FPR_POINTS
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    fpr_points: tuple[float, ...] = FPR_POINTS,
+    roc: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """AUC, best balanced accuracy, advantage = max(TPR - FPR), TPR and PPV at each FPR point."""
+    """AUC, best balanced accuracy, advantage = max(TPR - FPR), TPR and PPV at each FPR point.
+
+    ``roc``: ``roc_curve(scores, is_member)`` where the caller has it already."""
     m = np.asarray(is_member, dtype=bool)
-    fpr, tpr, _ = roc_curve(scores, m)
+    fpr, tpr, _ = roc if roc is not None else roc_curve(scores, m)
     n_pos, n_neg = int(m.sum()), int((~m).sum())
     out = {
         "auc": rank_auc(np.asarray(scores, dtype=np.float64), m),

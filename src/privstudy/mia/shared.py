@@ -132,7 +132,9 @@ class SharedStats:
         ``attacks._gauss_stats``."""
         key = ("gauss", name, target)
         if key not in self._gauss:
-            self._gauss = {key: self._median_sd(name, target)}  # kept for the next variant of this target
+            # kept for the other variants of this target (online uses both sides, then its fixed variant)
+            self._gauss = {k: v for k, v in self._gauss.items() if k[2] == target}
+            self._gauss[key] = self._median_sd(name, target)
         mu, sd = self._gauss[key]
         if fixed:
             sd = np.full_like(sd, np.sqrt(np.mean(sd**2)))
