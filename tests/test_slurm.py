@@ -353,3 +353,36 @@ def test_requeued_task_resumes_without_redoing_trials(cluster, env, tmp_path):
     after = _records(study).set_index("trial_id")
     assert len(after) == 4 and (after["status"] == "done").all()
     assert (after.loc[before.index, "started_at"] == before.loc[before.index, "started_at"]).all()
+
+
+def test_attack_stage_runs_as_a_job_array_and_matches_the_local_stage(cluster, env, tmp_path):
+    """`privstudy attack --executor slurm`: the (setting, attack, target) units of a synthetic study run as
+    an array job (4 targets per task), their rows name their array task, and the tables equal the local
+    executor's."""
+    from privstudy.harness import attack_stage
+    from privstudy.mia.synthetic import write_study
+
+    a = write_study(tmp_path / "local", "syn", n_models=8, pool_size=800, seed=2)
+    b = write_study(tmp_path / "slurm", "syn", n_models=8, pool_size=800, seed=2)
+    attacks = ["--attacks", "loss,lira_online,lira_offline,rmia"]
+    local = _privstudy("attack", str(a), "--executor", "local", *attacks, env=env, timeout=600)
+    assert local.returncode == 0, local.stderr
+    slurm = _privstudy(
+        "attack", str(b), "--executor", "slurm", "--targets-per-task", "4", *attacks, env=env, timeout=600
+    )
+    assert slurm.returncode == 0, slurm.stderr
+    assert "submitted array job" in slurm.stdout and "attack units: 32; computed now: 32" in slurm.stdout
+    jobs = _jobs(b)
+    assert len(jobs) == 2 and {j["kind"] for j in jobs} == {attack_stage.KIND}
+    units = pd.concat(
+        [pd.read_parquet(p) for p in (b / attack_stage.UNITS_DIR).glob("*.parquet")], ignore_index=True
+    )
+    assert len(units) == 32 and (units["status"] == "done").all()
+    assert units["slurm_array_job_id"].notna().all(), "unit rows name their array task"
+    pd.testing.assert_frame_equal(
+        pd.read_csv(a / "tables" / "mia_attack_per_target.csv"),
+        pd.read_csv(b / "tables" / "mia_attack_per_target.csv"),
+    )
+    # Everything is stored: a rerun submits nothing.
+    again = _privstudy("attack", str(b), "--executor", "slurm", *attacks, env=env, timeout=300)
+    assert again.returncode == 0 and "computed now: 0" in again.stdout and len(_jobs(b)) == 2
