@@ -2,8 +2,8 @@
 models over N examples, with 1 and 2 workers, wall time and peak memory, side by side in one run.
 
     python benchmarks/bench_attack_stage.py [--models 16 64 256] [--pool 10000 50000] [--workers 1 2]
-                                            [--root /tmp/privstudy-bench-attack] [--keep]
-                                            [--out benchmarks/out/attack_stage.json]
+                                            [--lp-trials 10000] [--root /tmp/privstudy-bench-attack]
+                                            [--keep] [--out benchmarks/out/attack_stage.json]
 
 Each study is written by ``privstudy.mia.synthetic`` (no training: per-example IN/OUT Gaussians with
 heavy-tailed spreads, 10 classes, 2 views, probability vectors recorded). ``privstudy attack`` then runs
@@ -13,6 +13,10 @@ the peak memory is the largest sum of the resident sizes of the whole process tr
 Beside it, the per-target cost of the attacks as they ran before the stage shared its statistics
 (``privstudy.mia.attacks`` on the whole ScoreSet, one target), extrapolated to every target: that is
 what one process computed in a loop before.
+
+Then the aggregation of a study of ``--lp-trials`` small `linprog` trials (a 101 x 101 grid, 2,000
+query points: the shard count is what is measured, not the trial size): the sweep's time, and the wall
+time and peak memory of `analysis/aggregate.py` on it (0 skips this part).
 """
 
 from __future__ import annotations
@@ -56,12 +60,9 @@ def _tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def run_attack_stage(study: Path, workers: int) -> dict:
-    """Time ``privstudy attack`` on a study from an empty store, and sample its tree's memory."""
-    shutil.rmtree(study / "attacks", ignore_errors=True)
+def _timed(cmd: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak process-tree RSS (bytes) and stdout of a command; raises if it fails."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    cmd = [sys.executable, "-m", "privstudy", "attack", str(study), "--executor", "local"]
-    cmd += ["--workers", str(workers)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -71,7 +72,41 @@ def run_attack_stage(study: Path, workers: int) -> dict:
     wall = time.perf_counter() - t0
     out, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"privstudy attack failed: {err.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {err.strip().splitlines()[-1:]}")
+    return wall, peak, out
+
+
+LP_SPEC = """\
+name: lp_many
+kind: linprog
+fixed: {{train_size: 10, test_size: 2000, grid_size: 100.0}}
+seeds: {n}
+"""
+
+
+def lp_aggregation(root: Path, n_trials: int) -> dict:
+    """Sweep ``n_trials`` small linprog trials (2 workers), then time their aggregation."""
+    root.mkdir(parents=True, exist_ok=True)
+    spec = root / "lp_many.yaml"
+    spec.write_text(LP_SPEC.format(n=n_trials))
+    sweep_s, _, _ = _timed(
+        [sys.executable, "-m", "privstudy", "sweep", str(spec), "--results", str(root), "--workers", "2"]
+        + ["--no-progress"]
+    )
+    wall, peak, _ = _timed([sys.executable, str(ROOT / "analysis" / "aggregate.py"), str(root / "lp_many")])
+    return {
+        "trials": n_trials,
+        "sweep_s": round(sweep_s, 1),
+        "aggregate_wall_s": round(wall, 2),
+        "aggregate_peak_rss_gb": round(peak / 2**30, 3),
+    }
+
+
+def run_attack_stage(study: Path, workers: int) -> dict:
+    """Time ``privstudy attack`` on a study from an empty store, and sample its tree's memory."""
+    shutil.rmtree(study / "attacks", ignore_errors=True)
+    cmd = [sys.executable, "-m", "privstudy", "attack", str(study), "--executor", "local"]
+    wall, peak, out = _timed(cmd + ["--workers", str(workers)])
     units = next((ln for ln in out.splitlines() if ln.startswith("attack units:")), "")
     return {
         "workers": workers,
@@ -116,6 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default="/tmp/privstudy-bench-attack")
     p.add_argument("--keep", action="store_true", help="keep the synthetic studies (else deleted after use)")
     p.add_argument("--skip-before", action="store_true", help="skip the per-target cost before sharing")
+    p.add_argument("--lp-trials", type=int, default=10000)
     p.add_argument("--out", default="benchmarks/out/attack_stage.json")
     a = p.parse_args(argv)
     from privstudy.mia.synthetic import write_study
@@ -135,7 +171,13 @@ def main(argv=None) -> int:
             rows.append(row)
             if not a.keep:
                 shutil.rmtree(study, ignore_errors=True)
-    write_result({"attack_stage": rows}, a.out)
+    result = {"attack_stage": rows}
+    if a.lp_trials:
+        result["lp_aggregation"] = lp_aggregation(Path(a.root) / "lp", a.lp_trials)
+        print(result["lp_aggregation"], flush=True)
+        if not a.keep:
+            shutil.rmtree(Path(a.root) / "lp", ignore_errors=True)
+    write_result(result, a.out)
     return 0
 
 
