@@ -140,3 +140,45 @@ def test_external_examples_are_scored_and_compared(tmp_path):
     table = pd.read_csv(study / "tables" / "mia_external.csv").set_index("attack")
     # Noise images are far from digits: the models are far less confident on them than on members.
     assert table.loc["confidence", "auc_members_vs_external"] > 0.9
+
+
+def test_stored_attack_units_equal_the_attacks_on_the_whole_score_table(trained):
+    """The attack stage's per-target metrics (read model by model, shared statistics, stored units) equal
+    every attack run the direct way: the whole mia_scores table read at once, attacks.run_attack per
+    target, the metrics computed here."""
+    from threadpoolctl import threadpool_limits
+
+    from privstudy.mia.attacks import ScoreSet, available_attacks, run_attack
+    from privstudy.mia.metrics import attack_metrics
+
+    for study_dir, m in zip(trained, (4, 6)):
+        mia.build(common.load_study(study_dir), study_dir)
+        got = pd.read_csv(study_dir / "tables" / "mia_attack_per_target.csv").set_index(["attack", "target"])
+        rows = results.read_table(study_dir, "mia_scores")
+        pool = rows[rows["source"] == "pool"].sort_values(["model_index", "example_id"])
+
+        def mat(col, pool=pool, m=m):
+            return pool[col].to_numpy(float).reshape(m, -1)
+
+        data = ScoreSet(
+            keep=pool["is_member"].to_numpy(bool).reshape(m, -1),
+            labels=pool["label"].to_numpy()[:1000],
+            loss=mat("loss"),
+            p_true=mat("p_true"),
+            entropy=mat("entropy"),
+            mentr=mat("mentr"),
+            views=np.stack(pool["lira_views"].to_numpy()).reshape(m, 1000, -1),
+            probs=np.stack(pool["probs"].to_numpy()).reshape(m, 1000, -1).astype(np.float64),
+        )
+        names = available_attacks(data)
+        assert sorted(set(got.index.get_level_values("attack"))) == sorted(names)
+        for name in names:
+            for t in range(min(m, 8)):
+                with threadpool_limits(limits=1):  # gradient boosting's OpenMP threads spin on busy cores
+                    want = attack_metrics(run_attack(name, data, t), data.keep[t])
+                for col in ("auc", "tpr_at_fpr_1pct", "advantage"):  # the CSV holds 10 significant digits
+                    assert got.loc[(name, t), col] == pytest.approx(want[col], abs=1e-9), (
+                        study_dir,
+                        name,
+                        t,
+                    )

@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="targets per chunk of work (one Slurm array task; each chunk reads its setting's scores once); "
         "default: the targets shared out over the workers (local), 16 (slurm)",
     )
+    attack.add_argument("--no-progress", action="store_true", help="no progress bar")
     attack.add_argument(
         "--timeout-min",
         type=int,
@@ -315,7 +316,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 targets_per_task=per_task,
                 timeout_min=args.timeout_min,
-                show_progress=True,
+                show_progress=not args.no_progress,
             )
             print(f"attack units: {total}; computed now: {computed}; stored before: {total - computed}")
             lines = mia_train.build(study, stage, attacks, args.max_targets)

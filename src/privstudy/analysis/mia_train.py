@@ -191,7 +191,10 @@ def ensure_units(
         if outcome.status == "failed":
             failed.append(outcome)
     if failed:
-        print(f"{len(failed)} attack chunks had failed units (first: {failed[0].error})", file=err)
+        raise AnalysisError(
+            f"{len(failed)} of {len(tasks)} attack chunks failed (first: {failed[0].error}); the units "
+            f"that finished are stored: fix the cause, then rerun to compute the rest"
+        )
     return plans, total, todo
 
 
