@@ -52,6 +52,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_linprog.py
 	$(BIN)/python benchmarks/bench_cnn.py
 	$(BIN)/python benchmarks/bench_mia.py
+	$(BIN)/python benchmarks/bench_attack_stage.py
 	$(BIN)/python benchmarks/bench_dp.py
 	$(BIN)/python benchmarks/bench_sisa.py
 	$(BIN)/python benchmarks/bench_unlearn.py
