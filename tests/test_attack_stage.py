@@ -250,3 +250,17 @@ def test_a_shard_missing_pool_rows_fails_in_one_line_and_stores_nothing(tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "incomplete" in err and shard.name in err, err
     assert not _units(study)
+
+
+def test_the_shadow_attack_runs_on_its_capped_targets_only(tmp_path, capsys):
+    """12 models: the loss attack has 12 target units, the shadow attack SHADOW_TARGETS (8); nothing
+    else is computed or stored."""
+    study = write_study(tmp_path, "cap", n_models=12, pool_size=300, seed=4)
+    args = ["attack", str(study), "--attacks", "loss,shadow", "--workers", "2", "--no-progress"]
+    assert run_cli(*args) == 0
+    assert "attack units: 20; computed now: 20" in capsys.readouterr().out
+    units = pd.concat([pd.read_parquet(p) for p in (study / stage.UNITS_DIR).glob("*.parquet")])
+    assert units.groupby("attack")["target"].apply(sorted).to_dict() == {
+        "loss": list(range(12)),
+        "shadow": list(range(stage.SHADOW_TARGETS)),
+    }

@@ -100,8 +100,7 @@ class AttackTask:
     config: dict  # the setting's config (without the seed): pool_size, n_models, keep_seed, ...
     trial_ids: tuple[str, ...]  # the setting's done model trials, in model order
     model_ids: tuple[int, ...]  # their model indices
-    attacks: tuple[str, ...]
-    targets: tuple[int, ...]  # model indices of the targets of this chunk
+    units: tuple[tuple[str, int], ...]  # (attack, target model index) of every unit of this chunk
     code_version: str
     rmia_a: float = 0.3
     seed: int = 0  # the shadow attack's folds and row sample
@@ -318,11 +317,10 @@ def _execute_chunk_units(task: AttackTask) -> TrialOutcome:
     study_dir = Path(task.study_dir)
     index = {int(m): j for j, m in enumerate(task.model_ids)}
     todo = []
-    for attack in task.attacks:
-        for target in task.targets:
-            uid = unit_id(task.trial_ids, attack, target, task.rmia_a, task.seed)
-            if not _is_done(Path(task.store_dir), uid):
-                todo.append((attack, target, uid))
+    for attack, target in task.units:
+        uid = unit_id(task.trial_ids, attack, target, task.rmia_a, task.seed)
+        if not _is_done(Path(task.store_dir), uid):
+            todo.append((attack, target, uid))
     if not todo:
         return TrialOutcome(task.trial_id, "skipped", None, 0.0)
     wanted = tuple(sorted({a for a, _, _ in todo}))
@@ -336,7 +334,8 @@ def _execute_chunk_units(task: AttackTask) -> TrialOutcome:
         return TrialOutcome(task.trial_id, "failed", reason, time.perf_counter() - start)
     failed = None
     # Target-major order: the shared statistics cache one target's shadow sets at a time.
-    for attack, target, uid in sorted(todo, key=lambda u: (u[1], task.attacks.index(u[0]))):
+    order = {a: i for i, (a, _) in enumerate(task.units)}
+    for attack, target, uid in sorted(todo, key=lambda u: (u[1], order[u[0]])):
         t = index[int(target)]
         prov = _provenance(task, uid, target, attack)
         t0 = time.perf_counter()
@@ -455,8 +454,9 @@ def plan_tasks(
 ) -> tuple[list[AttackTask], int, int]:
     """The chunks holding every unit not done yet, and the counts (units in all, units to compute).
 
-    A chunk is one setting, every attack with missing units, and ``targets_per_task`` targets (default:
-    the targets shared out over ``workers``, so each worker reads the setting once).
+    A chunk is one setting, its attacks with missing units and ``targets_per_task`` targets (default:
+    the targets shared out over ``workers``, so each worker reads the setting once); the shadow
+    attack's units are chunked apart.
     """
     done = done_units(store_dir)
     tasks: list[AttackTask] = []
@@ -471,12 +471,23 @@ def plan_tasks(
         if not missing:
             continue
         todo_count += sum(len(v) for v in missing.values())
-        targets = sorted(missing)
-        size = targets_per_task or max(1, -(-len(targets) // max(1, workers)))
-        for i in range(0, len(targets), size):
-            chunk = targets[i : i + size]
-            names = tuple(a for a in plan.attacks if any(a in missing[t] for t in chunk))
-            key = json.dumps([plan.setting_id, list(plan.trial_ids), names, chunk, rmia_a, seed])
+        # The shadow attack (seconds per target, the others milliseconds) goes into chunks of its own,
+        # so that the pool can balance it against the rest.
+        groups = [
+            [a for a in plan.attacks if a == "shadow"],
+            [a for a in plan.attacks if a != "shadow"],
+        ]
+        chunks = []
+        for names in groups:
+            targets = sorted(t for t in missing if any(a in missing[t] for a in names))
+            if not targets:
+                continue
+            size = targets_per_task or max(1, -(-len(targets) // max(1, workers)))
+            for i in range(0, len(targets), size):
+                chunk = targets[i : i + size]
+                chunks.append(tuple((a, t) for a in names for t in chunk if a in missing[t]))
+        for units in chunks:
+            key = json.dumps([plan.setting_id, list(plan.trial_ids), units, rmia_a, seed])
             tasks.append(
                 AttackTask(
                     study=study,
@@ -486,8 +497,7 @@ def plan_tasks(
                     config=plan.config,
                     trial_ids=plan.trial_ids,
                     model_ids=plan.model_ids,
-                    attacks=names,
-                    targets=tuple(chunk),
+                    units=units,
                     code_version=code_version,
                     rmia_a=rmia_a,
                     seed=seed,
