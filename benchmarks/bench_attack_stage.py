@@ -10,6 +10,7 @@ heavy-tailed spreads, 10 classes, 2 views, probability vectors recorded). ``priv
 as a subprocess (all attacks: the threshold attacks, LiRA's four variants, reference, offset, RMIA, and
 the shadow attack on its capped number of targets), from an empty attack store, with ``--workers W``;
 the peak memory is the largest sum of the resident sizes of the whole process tree, sampled every 0.1 s.
+A last rerun, with every unit stored, times the serial part alone: reading the units and reducing them.
 Beside it, the per-target cost of the attacks as they ran before the stage shared its statistics
 (``privstudy.mia.attacks`` on the whole ScoreSet, one target), extrapolated to every target: that is
 what one process computed in a loop before.
@@ -166,6 +167,11 @@ def main(argv=None) -> int:
             for w in a.workers:
                 row["runs"].append(run_attack_stage(study, w))
                 print(m, n, row["runs"][-1], flush=True)
+            # Everything stored: the rerun only reads the units and reduces them (pooled ROCs, tables,
+            # figures), the serial part of the stage.
+            wall, peak, _ = _timed([sys.executable, "-m", "privstudy", "attack", str(study), "--no-progress"])
+            row["rerun_all_stored"] = {"wall_s": round(wall, 2), "peak_rss_gb": round(peak / 2**30, 3)}
+            print(m, n, "rerun", row["rerun_all_stored"], flush=True)
             if not a.skip_before:
                 row["before"] = per_target_before(study, m, n)
             rows.append(row)
