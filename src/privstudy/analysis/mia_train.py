@@ -113,8 +113,14 @@ def side_rows(study_dir: Path, trial_ids: Sequence[str]) -> pd.DataFrame:
 
     tables = []
     for tid in trial_ids:
-        t = pq.read_table(results.shard_path(study_dir, "mia_scores", tid))
-        tables.append(t.filter(pc.not_equal(t.column("source"), "pool")))
+        path = results.shard_path(study_dir, "mia_scores", tid)
+        source = pq.read_table(path, columns=["source"]).column("source")
+        keep = pc.not_equal(source, "pool")
+        if pc.any(keep).as_py():  # else the whole shard is pool rows: nothing more to read
+            t = pq.read_table(path)
+            tables.append(t.filter(keep))
+    if not tables:
+        return pd.DataFrame(columns=["source", "model_index", "example_id"])
     return pa.concat_tables(tables).to_pandas().sort_values(["model_index", "example_id"], kind="mergesort")
 
 
