@@ -31,6 +31,24 @@ exit codes: 0 all trials done, 1 some trials failed or are pending, 2 bad input 
 """
 
 
+def add_executor_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--executor and --workers, shared by `sweep` and `attack` (``what``: the unit of work, for the help)."""
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTOR_CHOICES,
+        default="local",
+        help=f"inline: one {what} after another in this process (debuggable); local: a "
+        "process pool (default); slurm: job arrays through submitit; auto: slurm "
+        "where a Slurm controller answers, else local",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local pool size (default: SLURM_CPUS_PER_TASK, else the core count)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -49,20 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "yet done; finished trials are skipped, so rerunning resumes.",
     )
     sweep.add_argument("spec", metavar="JOBS.yaml", help="the study spec")
-    sweep.add_argument(
-        "--executor",
-        choices=EXECUTOR_CHOICES,
-        default="local",
-        help="inline: one trial after another in this process (debuggable); local: a "
-        "process pool (default); slurm: job arrays through submitit; auto: slurm "
-        "where a Slurm controller answers, else local",
-    )
-    sweep.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="local pool size (default: SLURM_CPUS_PER_TASK, else the core count)",
-    )
+    add_executor_options(sweep, "trial")
     sweep.add_argument(
         "--results",
         default="results",
@@ -112,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "attack",
         help="run the membership-inference attacks on a study's recorded scores",
         description="Run every attack on every target model of a study's mia_train "
-        "trials; write tables/mia_*.{csv,md} and figures/mia_*.png.",
+        "trials, as (setting, attack, target) units stored under DIR/attacks (units already stored "
+        "are not recomputed, so rerunning resumes); write tables/mia_*.{csv,md} and figures/mia_*.png.",
     )
     attack.add_argument("study_dir", metavar="DIR", help="the study's results folder (results/<name>)")
     attack.add_argument(
@@ -128,19 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="attack only the first N models as targets (default: every model)",
     )
-    attack.add_argument(
-        "--executor",
-        choices=EXECUTOR_CHOICES,
-        default="local",
-        help="where the (setting, attack, target) units not stored yet run: inline (this process), "
-        "local (a process pool, default), slurm (job arrays), auto (slurm where reachable, else local)",
-    )
-    attack.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="local pool size (default: SLURM_CPUS_PER_TASK, else the core count)",
-    )
+    add_executor_options(attack, "chunk of attack units")
     attack.add_argument(
         "--targets-per-task",
         type=int,

@@ -150,14 +150,23 @@ def _gauss_stats(data: ScoreSet, target: int, which: str, fixed: bool) -> tuple[
 
 def lira(data: ScoreSet, target: int, online: bool, fixed: bool) -> np.ndarray:
     """LiRA membership scores of the target's examples (see the module doc)."""
-    obs = data.views[target]
-    mu_out, sd_out = _gauss_stats(data, target, "out", fixed)
+    if online and data.n_models < 4:
+        raise ValueError(
+            f"online LiRA needs IN and OUT shadows of every example: n_models >= 4, got {data.n_models}"
+        )
+    return lira_scores(
+        data.views[target], lambda side: _gauss_stats(data, target, side, fixed), online, fixed
+    )
+
+
+def lira_scores(
+    obs: np.ndarray, stats: Callable[[str], tuple[np.ndarray, np.ndarray]], online: bool, fixed: bool
+) -> np.ndarray:
+    """LiRA's scores (N,) from the target's statistics ``obs`` (N, V) and ``stats(side)``, the (median,
+    spread) (N, V) of the example's IN or OUT shadows (``side``: "in" or "out")."""
+    mu_out, sd_out = stats("out")
     if online:
-        if data.n_models < 4:
-            raise ValueError(
-                f"online LiRA needs IN and OUT shadows of every example: n_models >= 4, got {data.n_models}"
-            )
-        mu_in, sd_in = _gauss_stats(data, target, "in", fixed)
+        mu_in, sd_in = stats("in")
         if fixed:
             # One spread for IN and OUT, as the authors' plot.py (std_in = std_out); theirs is np.std of
             # all IN scores, which also counts the spread between examples' medians: here it is the
@@ -191,9 +200,15 @@ def lira_offset(data: ScoreSet, target: int) -> np.ndarray:
 
 def rmia(data: ScoreSet, target: int, a: float = 0.3, gamma: float = 1.0) -> np.ndarray:
     """RMIA offline with parameter ``a``; population points z: all the scored examples."""
-    p_out = np.nan_to_num(_out_mean(data.p_true, data.keep, target), nan=0.0)
-    pr_x = 0.5 * ((1 + a) * p_out + (1 - a))
-    lr = data.p_true[target] / np.maximum(pr_x, 1e-300)
+    return rmia_scores(data.p_true[target], _out_mean(data.p_true, data.keep, target), a, gamma)
+
+
+def rmia_scores(
+    p_target: np.ndarray, p_out_mean: np.ndarray, a: float = 0.3, gamma: float = 1.0
+) -> np.ndarray:
+    """RMIA's scores (N,) from the target's true-class probabilities and their mean over OUT shadows."""
+    pr_x = 0.5 * ((1 + a) * np.nan_to_num(p_out_mean, nan=0.0) + (1 - a))
+    lr = p_target / np.maximum(pr_x, 1e-300)
     z = np.sort(lr)
     # fraction of z with LR(x) / LR(z) > gamma, i.e. LR(z) < LR(x) / gamma
     return np.searchsorted(z, lr / gamma, side="left") / len(z)

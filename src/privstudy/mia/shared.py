@@ -24,10 +24,9 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
-from scipy.stats import norm
 
 from privstudy.mia import attacks
-from privstudy.mia.attacks import EPS_STD, ScoreSet
+from privstudy.mia.attacks import ScoreSet
 
 FAST = {"lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed", "reference", "lira_offset"}
 FAST |= {"rmia"}
@@ -183,31 +182,20 @@ class SharedStats:
         use = (slots < side.valid[None]) & (slots != removed[:, 0][None]) & (slots != removed[:, 1][None])
         return np.where(use, gathered, 0.0).sum(axis=0) / k
 
-    def lira(self, target: int, online: bool, fixed: bool) -> np.ndarray:
-        """As ``attacks.lira``."""
-        obs = self.data.views[target]
-        mu_out, sd_out = self.gauss("out", target, fixed)
-        if online:
-            mu_in, sd_in = self.gauss("in", target, fixed)
-            if fixed:
-                sd_in = sd_out = np.sqrt((sd_in**2 + sd_out**2) / 2)
-            score = norm.logpdf(obs, mu_in, sd_in + EPS_STD) - norm.logpdf(obs, mu_out, sd_out + EPS_STD)
-        else:
-            score = -norm.logsf(obs, mu_out, sd_out + EPS_STD)
-        return np.nan_to_num(score.mean(axis=1), nan=0.0, posinf=1e300, neginf=-1e300)
-
     def run(self, name: str, target: int, rmia_a: float = 0.3, seed: int = 0) -> np.ndarray:
-        """Membership scores (N,) of one attack on one target; ``attacks.run_attack``'s to float rounding."""
+        """Membership scores (N,) of one attack on one target: ``attacks.run_attack``'s, bit for bit."""
         if name not in FAST or not self.usable(target):
             return attacks.run_attack(name, self.data, target, rmia_a=rmia_a, seed=seed)
         d = self.data
         if name.startswith("lira_o") and name != "lira_offset":
-            return self.lira(target, online=name.startswith("lira_online"), fixed=name.endswith("_fixed"))
+            fixed = name.endswith("_fixed")
+
+            def stats(side: str) -> tuple[np.ndarray, np.ndarray]:
+                return self.gauss(side, target, fixed)
+
+            return attacks.lira_scores(d.views[target], stats, name.startswith("lira_online"), fixed)
         if name == "reference":
             return np.nan_to_num(self.out_mean("loss", target) - d.loss[target])
         if name == "lira_offset":
             return np.nan_to_num(d.views[target, :, 0] - self.out_mean("view0", target))
-        p_out = np.nan_to_num(self.out_mean("p_true", target), nan=0.0)
-        pr_x = 0.5 * ((1 + rmia_a) * p_out + (1 - rmia_a))
-        lr = d.p_true[target] / np.maximum(pr_x, 1e-300)
-        return np.searchsorted(np.sort(lr), lr, side="left") / len(lr)
+        return attacks.rmia_scores(d.p_true[target], self.out_mean("p_true", target), rmia_a)
