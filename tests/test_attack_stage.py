@@ -54,6 +54,9 @@ def _keeps():
 
 
 @pytest.mark.parametrize("ties", [False, True])
+# Keep matrices with no spread to estimate (M = 6, independent coins) send the per-target code down its
+# all-NaN branch, which numpy reports; those cases are compared like the others.
+@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
 def test_shared_statistics_give_the_per_target_attacks_scores_and_metrics(ties):
     """Every fast attack, every target: the same scores, bit for bit (the same additions in the same
     order), so the metrics agree exactly, ties included (rounded scores tie often)."""
