@@ -302,7 +302,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         study = common.load_study(study_dir, args.allow_damaged)
         study.store_dir = out
         with common.study_output(study_dir, out, "privstudy attack") as stage:
-            _, total, computed = mia_train.ensure_units(
+            ensured = mia_train.ensure_units(
                 study,
                 attacks,
                 args.max_targets,
@@ -312,8 +312,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 timeout_min=args.timeout_min,
                 show_progress=not args.no_progress,
             )
+            _, total, computed = ensured
             print(f"attack units: {total}; computed now: {computed}; stored before: {total - computed}")
-            lines = mia_train.build(study, stage, attacks, args.max_targets)
+            lines = mia_train.build(study, stage, attacks, args.max_targets, ensured=ensured)
     except (common.AnalysisError, results.ResultsError, LockHeld, AttackStageError, ExecutorError) as err:
         return _fail(str(err))
     except WorkersDied as err:

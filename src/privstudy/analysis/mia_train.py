@@ -28,13 +28,11 @@ from privstudy.analysis.common import (
 from privstudy.analysis.dp_audit import audit_setting, write_audit
 from privstudy.harness import attack_stage as stage
 from privstudy.harness import results
-from privstudy.harness.attack_stage import FPR_GRID, SHADOW_TARGETS, SettingPlan
+from privstudy.harness.attack_stage import FPR_GRID, RMIA_A, SHADOW_SEED, SHADOW_TARGETS, SettingPlan
 from privstudy.mia.attacks import THRESHOLD_ATTACKS, ScoreSet, run_attack
 from privstudy.mia.metrics import FPR_POINTS, MIN_RESOLVING_NONMEMBERS, attack_metrics, resolves
 
 KIND = "mia_train"
-RMIA_A = 0.3  # RMIA's parameter a
-SHADOW_SEED = 0  # the shadow attack's folds and row sample
 RISK_COLUMNS = ["auc", "balanced_accuracy", "advantage"] + [
     f"{m}_at_fpr_{p * 100:g}pct" for p in FPR_POINTS for m in ("tpr", "ppv")
 ]
@@ -63,7 +61,9 @@ INTERVALS_NOTE = (
 )
 
 
-def attack_rows(store: Path, plan: SettingPlan, max_targets: Optional[int]) -> tuple[pd.DataFrame, dict]:
+def attack_rows(
+    store: Path, plan: SettingPlan, max_targets: Optional[int]
+) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Per-target metrics of every attack on one setting from the stored units, the pooled metrics (one
     row per attack, columns ``pooled_*``: one ROC over every target's examples) and each attack's scores
     on the first target (with the target's membership, for the histograms).
@@ -209,13 +209,15 @@ def build(
     out_dir: Path,
     attacks: Optional[Sequence[str]] = None,
     max_targets: Optional[int] = None,
+    ensured: Optional[tuple[list[SettingPlan], int, int]] = None,
 ) -> list[str]:
     """Write the MIA tables and figures from the stored attack units; return the report's Markdown lines.
 
     Units not stored yet are computed first, here, one chunk after the other (``privstudy attack`` fans
-    them out over workers or a cluster); stored units are only read.
+    them out over workers or a cluster first, and passes what ``ensure_units`` returned as ``ensured``);
+    stored units are only read.
     """
-    plans, total, computed = ensure_units(study, attacks, max_targets)
+    plans, total, computed = ensured or ensure_units(study, attacks, max_targets)
     if not plans:
         return ["No finished mia_train trials yet."]
     models_all_rows = study.table(KIND, "mia_model")

@@ -45,6 +45,8 @@ UNITS_DIR = "attacks/units"
 SCORES_DIR = "attacks/scores"
 SHADOW_TARGETS = 8  # the shadow attack trains classifiers per class and target: at most this many targets
 FPR_GRID = np.logspace(-4, 0, 81)  # the fixed log grid each unit's ROC is stored on
+RMIA_A = 0.3  # RMIA's parameter a
+SHADOW_SEED = 0  # the shadow attack's folds and row sample
 
 METRIC_COLUMNS = [
     "auc",
@@ -102,9 +104,8 @@ class AttackTask:
     model_ids: tuple[int, ...]  # their model indices
     units: tuple[tuple[str, int], ...]  # (attack, target model index) of every unit of this chunk
     code_version: str
-    rmia_a: float = 0.3
-    seed: int = 0  # the shadow attack's folds and row sample
-    save_scores: bool = True
+    rmia_a: float = RMIA_A
+    seed: int = SHADOW_SEED  # the shadow attack's folds and row sample
     trial_id: str = ""  # the chunk's id (executors key their bookkeeping by it)
     kind: str = KIND
     cpus: int = 1
@@ -136,21 +137,13 @@ def scores_path(study_dir: Path, uid: str) -> Path:
 
 
 def done_units(study_dir: Path) -> set[str]:
-    """Ids of the units committed as done (failed ones are recomputed)."""
+    """Ids of the units committed as done (failed and damaged ones are recomputed)."""
     folder = Path(study_dir) / UNITS_DIR
     if not folder.is_dir():
         return set()
-    done = set()
-    for p in folder.glob("*.parquet"):
-        if p.name.startswith("."):
-            continue
-        try:
-            status = pq.read_table(p, columns=["status"]).column("status").to_pylist()
-        except (pa.ArrowException, OSError):
-            continue  # damaged: recomputed
-        if status == ["done"]:
-            done.add(p.stem)
-    return done
+    return {
+        p.stem for p in folder.glob("*.parquet") if not p.name.startswith(".") and _is_done(study_dir, p.stem)
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -248,16 +241,22 @@ def unit_tables(task: AttackTask, attack: str, target: int, scores: np.ndarray, 
     roc = roc_curve(scores, truth)
     metrics = attack_metrics(scores, truth, roc=roc)
     fpr, tpr, _ = roc
+    grid = [round(float(v), 6) for v in np.interp(FPR_GRID, fpr, tpr)]
+    per_example = pd.DataFrame({"example_id": np.arange(len(scores)), "is_member": truth, "score": scores})
+    return _unit_row(task, attack, target, metrics, grid), per_example
+
+
+def _unit_row(task: AttackTask, attack: str, target: int, metrics: dict, roc_grid: list) -> pd.DataFrame:
+    """The one metrics row of a unit (a failed unit: NaN metrics, an empty ROC)."""
     row = {
         "setting_id": task.setting_id,
         "attack": attack,
         "target": int(target),
         "n_models": len(task.model_ids),
-        **{c: float(metrics[c]) for c in METRIC_COLUMNS},
-        "roc_tpr_json": json.dumps([round(float(v), 6) for v in np.interp(FPR_GRID, fpr, tpr)]),
+        **{c: float(metrics.get(c, np.nan)) for c in METRIC_COLUMNS},
+        "roc_tpr_json": json.dumps(roc_grid),
     }
-    per_example = pd.DataFrame({"example_id": np.arange(len(scores)), "is_member": truth, "score": scores})
-    return pd.DataFrame([row]), per_example
+    return pd.DataFrame([row])
 
 
 def _provenance(task: AttackTask, uid: str, target: int, attack: str) -> dict:
@@ -291,7 +290,7 @@ def _provenance(task: AttackTask, uid: str, target: int, attack: str) -> dict:
 
 def _commit(task: AttackTask, uid: str, prov: dict, row: pd.DataFrame, per_example: Optional[pd.DataFrame]):
     study_dir = Path(task.store_dir)
-    if per_example is not None and task.save_scores:
+    if per_example is not None:
         results.write_atomic(
             scores_path(study_dir, uid), results.to_arrow(per_example, SCORE_COLUMNS, prov, "attack_scores")
         )
@@ -349,18 +348,7 @@ def _execute_chunk_units(task: AttackTask) -> TrialOutcome:
             err = traceback.format_exc()
             failed = err.strip().splitlines()[-1]
             prov.update(status="failed", error=err, duration_s=time.perf_counter() - t0)
-            empty = {c: [np.nan] for c in METRIC_COLUMNS}
-            row = pd.DataFrame(
-                {
-                    "setting_id": [task.setting_id],
-                    "attack": [attack],
-                    "target": [int(target)],
-                    "n_models": [len(task.model_ids)],
-                    **empty,
-                    "roc_tpr_json": ["[]"],
-                }
-            )
-            _commit(task, uid, prov, row, None)
+            _commit(task, uid, prov, _unit_row(task, attack, target, {}, []), None)
             continue
         prov["duration_s"] = time.perf_counter() - t0
         _commit(task, uid, prov, row, per_example)
@@ -448,9 +436,8 @@ def plan_tasks(
     max_targets: Optional[int] = None,
     targets_per_task: Optional[int] = None,
     workers: int = 1,
-    rmia_a: float = 0.3,
-    seed: int = 0,
-    save_scores: bool = True,
+    rmia_a: float = RMIA_A,
+    seed: int = SHADOW_SEED,
 ) -> tuple[list[AttackTask], int, int]:
     """The chunks holding every unit not done yet, and the counts (units in all, units to compute).
 
@@ -501,7 +488,6 @@ def plan_tasks(
                     code_version=code_version,
                     rmia_a=rmia_a,
                     seed=seed,
-                    save_scores=save_scores,
                     trial_id="attack-" + hashlib.sha256(key.encode()).hexdigest()[:16],
                 )
             )
