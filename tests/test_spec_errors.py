@@ -116,3 +116,28 @@ def test_linprog_runner_rejects_bad_flags_without_writing(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "train_size" in err and "at least 2" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_closed_output_pipe_stops_quietly(tmp_path, write_spec):
+    """`privstudy sweep --dry-run | head`: the reader is gone before the listing ends; the command
+    stops with the shell's SIGPIPE status and no traceback, and writes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    spec = write_spec(small_lp_spec(seeds=50))
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe now fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "privstudy", "sweep", str(spec), "--dry-run", "--results", str(tmp_path)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert not any(tmp_path.rglob("*.parquet"))

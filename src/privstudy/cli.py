@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -415,7 +417,15 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "verify": cmd_verify,
     }
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except BrokenPipeError:
+        # the reader went away (``privstudy sweep --dry-run | head``): stop quietly, as a shell tool
+        # killed by SIGPIPE would, and keep Python from reporting the pipe again when it flushes stdout
+        # at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
