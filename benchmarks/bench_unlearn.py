@@ -15,9 +15,9 @@ and one epoch of fine-tuning. Every variant is scored on a validation split and 
 (5,000 images each, both outside the training set): pick a setting by its validation score, report its
 evaluation score.
 
-The ceiling of any update confined to the last layer: that layer refitted to convergence on the
-corrected labels with the layers below frozen (multinomial logistic regression on theta*'s features,
-L2 over a grid), and the same refit on the clean model's features (which should restore about all of
+Where an update of the last layer that fits the corrected labels ends up: that layer refitted to
+convergence on them with the layers below frozen (multinomial logistic regression on theta*'s
+features, L2 over a grid), and the same refit on the clean model's features (which should restore about all of
 the loss: the check that the refit itself is sound).
 Time ratios are each method's wall time over retraining's, measured in the same process one after the
 other (absolute seconds on a shared machine are noise).
