@@ -175,20 +175,10 @@ def cifar(data_dir: str, n_train: int, epochs: int, model: str = "cnn", seed: in
     t = time.perf_counter()
     w_ft = trainer.fit(w_star, x_new, change.y_new, 1, stage_seed(seed, 0, 2))
     rows.append(row("finetune_1_epoch", w_ft, time.perf_counter() - t))
-    import tensorflow as tf
-
     splits = {"val": (x_val, y_val), "eval": (x_eval, y_eval)}
     for name, w in (("refit_last_layer", w_star), ("refit_last_layer_on_clean_features", w_clean)):
         trainer.model.set_weights(w)
-        layers = trainer.model.layers
-        last_in = layers[[layer.name for layer in layers].index("logits") - 1]  # what the logits layer reads
-        below = tf.keras.Model(trainer.model.input, last_in.output)
-
-        def feats(x, below=below):
-            return np.concatenate(
-                [below(x[i : i + 1024], training=False).numpy() for i in range(0, len(x), 1024)]
-            )
-
+        feats = neural.Head(trainer.model, 1).inputs  # what the logits layer reads, the layers below frozen
         h_train = feats(x_new)
         h_split = {k: feats(x) for k, (x, _) in splits.items()}
         for l2 in REFIT_L2:
