@@ -2,7 +2,7 @@
 CIFAR-10 subset with label poisoning; and the convex case's distance to retraining. One run.
 
     python benchmarks/bench_unlearn.py [--data-dir ../shared/data] [--train 5000] [--epochs 15]
-                                       [--model cnn|vgg] [--out benchmarks/out/unlearn.json]
+                                       [--model cnn|vgg] [--out PATH]
 
 (``--data-dir`` holds cifar10/cifar10.npz.)
 
@@ -233,7 +233,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--model", choices=("cnn", "vgg"), default="cnn", help="the CNN or the published VGG")
-    ap.add_argument("--out", default="benchmarks/out/unlearn.json")
+    ap.add_argument("--out", default=None, help="default: benchmarks/out/unlearn.json (unlearn_vgg.json)")
     args = ap.parse_args()
     result = {"convex": convex()}
     cifar_dir = Path(args.data_dir) / "cifar10"
@@ -241,7 +241,7 @@ def main() -> None:
         result["cifar10"] = cifar(str(cifar_dir), args.train, args.epochs, args.model)
     else:
         result["cifar10"] = f"skipped: no {cifar_dir / 'cifar10.npz'}"
-    write_result(result, args.out)
+    write_result(result, args.out or f"benchmarks/out/unlearn{'_vgg' if args.model == 'vgg' else ''}.json")
 
 
 if __name__ == "__main__":
