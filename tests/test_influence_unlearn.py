@@ -376,3 +376,85 @@ def test_study_runs_and_aggregates_every_method(tmp_path, write_spec):
     assert neural.loc["second_order", "acc_mean"] == pytest.approx(acc)
     assert (study / "figures" / "unlearn_tradeoff.png").stat().st_size > 0
     assert "Closed-form unlearning" in (study / "report.md").read_text()
+
+
+def _softmax_regression(h, y, classes, lam):
+    """The minimiser of sum cross-entropy(h W + b, y) + lam / 2 ||W||^2 in float64 by L-BFGS, written
+    here from the formulas (the independent answer for the head refit on one layer)."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
+    h = h.astype(np.float64)
+    rows = np.arange(len(y))
+    d = h.shape[1]
+
+    def fg(t):
+        w, b = t[: d * classes].reshape(d, classes), t[d * classes :]
+        logp = log_softmax(h @ w + b, axis=1)
+        p = np.exp(logp)
+        p[rows, y] -= 1.0
+        f = -logp[rows, y].sum() + lam / 2 * (w**2).sum()
+        return f, np.r_[(h.T @ p + lam * w).ravel(), p.sum(0)]
+
+    fit = minimize(fg, np.zeros(d * classes + classes), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 20000, "gtol": 1e-11, "ftol": 1e-15})  # fmt: skip
+    return fit.x
+
+
+def test_head_refit_is_the_regularised_minimiser_on_one_layer(tiny):
+    """On the last layer the refit is softmax regression on the frozen features with the kernel
+    penalised: it must land on that problem's minimiser found independently, for two strengths, and
+    leave the model's parameters as they were. The unpenalised bias is determined up to a constant
+    added to every class (softmax is invariant to it): biases are compared centred."""
+    from privstudy.unlearning.neural import Head, penalty_mask, refit
+
+    model, x, ch = tiny
+    head = Head(model, 1)
+    theta = head.get()
+    h = head.inputs(x)
+    assert penalty_mask(head).sum() == h.shape[1] * 3  # the kernel, not the bias
+    for l2 in (0.01, 0.1):
+        out = refit(head, h, ch.y_new, l2, tol=1e-7)
+        expected = _softmax_regression(h, ch.y_new, 3, l2 * len(x))
+        assert out.counts.hvps > 0 and out.grad_ratio < 1e-3
+        centre = lambda t: np.r_[t[:-3], t[-3:] - t[-3:].mean()]  # noqa: E731
+        got, expected = centre(out.theta), centre(expected)
+        assert np.linalg.norm(got - expected) <= 1e-4 * np.linalg.norm(expected), l2
+        assert np.array_equal(head.get(), theta)
+
+
+def test_head_refit_line_search_never_raises_the_objective():
+    """From a start far from the minimiser a full Newton step overshoots, so the line search must halve
+    steps; the objective trace never rises, and it ends stationary. Two layers (a non-convex head):
+    the gradient of F taken through the whole model vanishes at the result."""
+    import tensorflow as tf
+
+    from privstudy.models.tabular import build_tabular_model
+    from privstudy.unlearning import influence
+    from privstudy.unlearning.neural import Head, penalty_mask, refit
+
+    tf.keras.utils.set_random_seed(2)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((400, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    model = build_tabular_model(5, 3, (8,))
+    for last in (1, 2):
+        head = Head(model, last)
+        theta = head.get()
+        far = 40.0 * rng.standard_normal(len(theta))
+        head.set(far)
+        out = refit(head, head.inputs(x), y, 1e-3, tol=1e-4, max_steps=200)
+        trace = np.array(out.objective)
+        assert out.backtracks > 0 and out.newton_steps > 1
+        assert np.all(np.diff(trace) <= 1e-6 * np.abs(trace[:-1])), trace
+        assert trace[-1] < 1e-2 * trace[0]
+        assert out.converged, out.grad_ratio
+        head.set(out.theta)
+        logits = tf.keras.Model(model.input, model.get_layer("logits").output)
+        g = influence.loss_gradient(logits, head.variables, x, y, from_logits=True)
+        g += 1e-3 * len(x) * penalty_mask(head) * out.theta
+        head.set(far)
+        g_start = influence.loss_gradient(logits, head.variables, x, y, from_logits=True)
+        g_start += 1e-3 * len(x) * penalty_mask(head) * far
+        assert np.linalg.norm(g) <= 3e-4 * np.linalg.norm(g_start), last
+        head.set(theta)

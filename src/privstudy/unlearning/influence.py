@@ -89,8 +89,22 @@ def _compiled(model, variables, from_logits: bool):
             z = model(x, training=False)
         return flat(tape.gradient(z, variables, output_gradients=hz))
 
-    cache[key] = (grad_chunk, hvp_chunk, ggn_chunk)
+    @tf.function(reduce_retracing=True)
+    def loss_chunk(x, y):
+        return _summed_loss(model, x, y, from_logits)
+
+    cache[key] = (grad_chunk, hvp_chunk, ggn_chunk, loss_chunk)
     return cache[key]
+
+
+def loss_sum(
+    model, variables, x: np.ndarray, y: np.ndarray, chunk: int = 2048, from_logits: bool = False
+) -> float:
+    """The summed loss over (x, y), accumulated in float64 over chunks; 0 for no examples."""
+    loss_chunk = _compiled(model, variables, from_logits)[3]
+    return float(
+        sum(float(loss_chunk(x[i : i + chunk], y[i : i + chunk]).numpy()) for i in range(0, len(x), chunk))
+    )
 
 
 def loss_gradient(
