@@ -340,6 +340,8 @@ def test_study_runs_and_aggregates_every_method(tmp_path, write_spec):
                     "flip_budget": 80,
                     "damping": 0.01,
                     "sisa_shards": 2,
+                    "refit_l2": [0.001, 0.01],
+                    "val_size": 200,
                 },
                 "seeds": 2,
             },  # fmt: skip
@@ -353,6 +355,7 @@ def test_study_runs_and_aggregates_every_method(tmp_path, write_spec):
                     "train_size": 400,
                     "test_size": 300,
                     "sisa_shards": 2,
+                    "val_size": 200,
                 },
                 "seeds": 2,
             },  # fmt: skip
@@ -363,19 +366,84 @@ def test_study_runs_and_aggregates_every_method(tmp_path, write_spec):
     assert run_cli("aggregate", str(study)) == 0
     table = pd.read_csv(study / "tables" / "unlearn_methods.csv")
     for model, g in table.groupby("model"):
-        assert list(g["method"]) == ["none", "first_order", "second_order", "finetune", "retrain", "sisa"], (
-            model
-        )
+        refit = ["refit"] if model == "mlp" else []  # logreg: retrain is the exact refit
+        expected = ["none", "first_order", "second_order", *refit, "finetune", "retrain", "sisa"]
+        assert list(g["method"]) == expected, model
+        assert g["acc_val_mean"].notna().all()
         ref = g.set_index("method").loc["retrain"]
         assert ref["agreement_mean"] == 1 and ref["time_ratio_mean"] == 1 and ref["param_dist_mean"] == 0
     neural = table[table["model"] == "mlp"].set_index("method")
     assert neural.loc["retrain", "restored_mean"] == 1 and neural.loc["none", "restored_mean"] == 0
+    assert 0.001 <= neural.loc["refit", "l2_mean"] <= 0.01
     shards = pd.concat(pd.read_parquet(p) for p in (study / "shards" / "unlearn_method").glob("*.parquet"))
     shards["model"] = shards["config_json"].map(lambda c: json.loads(c)["model"])
     acc = shards[(shards.model == "mlp") & (shards.method == "second_order")]["acc"].mean()
     assert neural.loc["second_order", "acc_mean"] == pytest.approx(acc)
     assert (study / "figures" / "unlearn_tradeoff.png").stat().st_size > 0
     assert "Closed-form unlearning" in (study / "report.md").read_text()
+
+
+def _neural_cfg(**kw):
+    from privstudy.influence_runner import InfluenceConfig
+
+    base = dict(train_size=300, test_size=200, epochs=5, flip_budget=60, finetune_epochs=0, sisa_shards=0)
+    base.update(kw)
+    return InfluenceConfig(**base)
+
+
+def test_validation_split_is_disjoint_and_leaves_the_other_splits_as_they_were():
+    from collections import Counter
+
+    from privstudy.data.examples import load_examples
+    from privstudy.influence_runner import load_split
+
+    plain = load_split(_neural_cfg())
+    data = load_split(_neural_cfg(val_size=150))
+    assert len(plain.y_val) == 0 and len(data.y_val) == 150
+    assert np.array_equal(plain.x, data.x) and np.array_equal(plain.x_test, data.x_test)
+    # disjoint draws: no image is used more often across the three splits than the pool holds it
+    # (digits repeats some images, so a plain intersection would not do)
+    key = lambda a: Counter(r.tobytes() for r in np.asarray(a).reshape(len(a), -1))  # noqa: E731
+    pool = key(load_examples("digits", None, None, 0)[0])
+    used = key(data.x) + key(data.x_test) + key(data.x_val)
+    assert all(used[k] <= pool[k] for k in used)
+    overlap = key(np.r_[data.x_test, data.x_test[:1]])  # the check itself: a shared image breaks it
+    assert any(overlap[k] + key(data.x)[k] + key(data.x_val)[k] > pool[k] for k in overlap)
+
+
+def test_refit_keeps_the_strength_of_best_validation_accuracy():
+    """With two strengths the refit must equal the single-strength trial of higher validation accuracy
+    (same theta*, same start): its L2, validation and evaluation accuracy."""
+    from privstudy.influence_runner import run
+
+    single = {}
+    for l2 in (0.0003, 3.0):
+        r = _rows(run(_neural_cfg(refit_l2=(l2,), val_size=300))).loc["refit"]
+        assert r["l2"] == l2
+        single[l2] = r
+    assert single[0.0003]["acc_val"] != single[3.0]["acc_val"]  # the choice is not a tie
+    best = max(single, key=lambda k: single[k]["acc_val"])
+    both = _rows(run(_neural_cfg(refit_l2=(0.0003, 3.0), val_size=300))).loc["refit"]
+    assert both["l2"] == best
+    assert both["acc_val"] == single[best]["acc_val"] and both["acc"] == single[best]["acc"]
+    assert both["hvps"] == single[0.0003]["hvps"] + single[3.0]["hvps"]
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(refit_l2=(0.01, 0.1)), "need a validation split"),
+        (dict(refit_l2=(-1.0,)), "strengths must be >= 0"),
+        (dict(val_size=5), "val_size"),
+        (dict(refit_layers=0), "refit_layers"),
+        (dict(val_size=1500), "val_size=1500 exceed"),
+    ],
+)
+def test_refit_and_validation_settings_are_checked(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _neural_cfg(**kw)
+    with pytest.raises(ValueError, match="logreg's retrain is already the exact refit"):
+        _convex_cfg(refit_l2=(0.1,))
 
 
 def _softmax_regression(h, y, classes, lam):

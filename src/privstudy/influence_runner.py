@@ -10,16 +10,22 @@ still holds the feature), and then moves it to the corrected set by every method
 * ``first_order`` / ``second_order``: the closed-form updates of ``unlearning.neural`` (neural models,
   all layers or the last ``last_layers``) or ``unlearning.closed_form`` (``model: logreg``, the convex
   case, with the certified variant);
+* ``refit`` (neural models, ``refit_l2`` set): the last ``refit_layers`` layers with weights retrained
+  to convergence on the corrected set from theta*, the layers below frozen, with an L2 penalty on
+  their kernels (``unlearning.neural.refit``: Newton's method with a line search); with several
+  strengths, the one of best accuracy on a validation split (``val_size``) outside training and
+  evaluation. Not a closed-form update: it keeps nothing of theta*'s last layers but the start;
 * ``finetune``: theta* trained on the corrected set for ``finetune_epochs`` epochs;
 * ``retrain``: trained from scratch on the corrected set with theta*'s seed (for label poisoning this
   is the clean model);
 * ``sisa``: a SISA ensemble (``sisa_shards`` shards, label vote) trained on the old set whose shards
   holding changed points are retrained from their last unaffected checkpoint.
 
-Per method the trial writes accuracy and macro-F1, the restored fraction of the accuracy lost to
-poisoning, fidelity to retraining (prediction agreement, parameter distance, training-loss gap), the
-gradient residual on the corrected set, wall time and its ratio to retraining, gradient and
-Hessian-vector-product counts, divergence, and (label poisoning) the membership AUC of the old labels.
+Per method the trial writes accuracy (on the evaluation split, and on the validation split when there
+is one) and macro-F1, the restored fraction of the accuracy lost to poisoning, fidelity to retraining
+(prediction agreement, parameter distance, training-loss gap), the gradient residual on the corrected
+set, wall time and its ratio to retraining, gradient and Hessian-vector-product counts, divergence,
+(refit) the L2 strength chosen, and (label poisoning) the membership AUC of the old labels.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from privstudy.unlearning.corrections import FEATURE_VALUES
 Dataset = Literal[IMAGE_DATASETS + TABULAR_DATASETS]
 SIZES = {**DATASET_SIZES, **TABULAR_SIZES}
 MODELS = ("mlp", "cnn", "vgg", "tabular", "logreg")
-METHODS = ("none", "first_order", "second_order", "finetune", "retrain", "sisa")
+METHODS = ("none", "first_order", "second_order", "refit", "finetune", "retrain", "sisa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +77,11 @@ class InfluenceConfig(TrialConfig):
     dropout: Optional[float] = param(0.0, "Image models' dropout rate (null: the published rates).")
     train_size: int = param(1000, "Training points N.")
     test_size: int = param(500, "The one evaluation split every accuracy is measured on.")
+    val_size: int = param(
+        0,
+        "A validation split outside training and evaluation (0: none): every method's acc_val, and the "
+        "refit's choice among several refit_l2.",
+    )
     split_seed: int = param(0, "Seed of the training / evaluation split (trials of a study share it).")
     setting: Literal["labels", "features"] = param(
         "labels", "labels: flips between class pairs, then corrected; features: columns zeroed or replaced."
@@ -123,6 +134,13 @@ class InfluenceConfig(TrialConfig):
     )
     solver_iters: int = param(300, "Most CG iterations / LiSSA steps per solve.")
     solver_tol: float = param(1e-6, "Relative residual at which CG / LiSSA stop.")
+    refit_l2: tuple[float, ...] = param(
+        (),
+        "Neural models, method refit: L2 strengths per training example of its kernel penalty (the "
+        "objective: summed loss + l2 N / 2 ||kernels||^2); several: the best on the validation split "
+        "(needs val_size); empty: no refit.",
+    )
+    refit_layers: int = param(1, "Method refit: the last k layers with weights retrained (the rest frozen).")
     finetune_epochs: int = param(2, "Fine-tuning baseline: epochs on the corrected set from theta*; 0: skip.")
     sisa_shards: int = param(5, "SISA baseline: shards (label vote); 0: skip.")
     sisa_slices: int = param(1, "SISA baseline: slices per shard.")
@@ -140,6 +158,11 @@ class InfluenceConfig(TrialConfig):
             check(self.lam > 0, "lam", f"must be > 0 (a strictly convex objective), got {self.lam}")
             check(self.solver in ("cg", "lissa", "exact"), "solver", f"unknown solver {self.solver}")
             check(self.tabular_classes is None or table, "tabular_classes", "is for tabular datasets")
+            check(
+                not self.refit_l2,
+                "refit_l2",
+                "is for neural models: logreg's retrain is already the exact refit; set refit_l2: []",
+            )
         else:
             check_tabular_arch(
                 self.dataset, "tabular" if self.model == "tabular" else "mlp", self.tabular_classes
@@ -156,13 +179,27 @@ class InfluenceConfig(TrialConfig):
             "train_size",
             "train_size and test_size must be >= 10",
         )
+        check(
+            self.val_size == 0 or self.val_size >= 10, "val_size", f"must be 0 or >= 10, got {self.val_size}"
+        )
         available = SIZES[self.dataset]
         check(
-            self.train_size + self.test_size <= available,
+            self.train_size + self.test_size + self.val_size <= available,
             "train_size",
-            f"train_size={self.train_size} + test_size={self.test_size} exceed the {available} examples of "
-            f"{self.dataset}; lower them",
+            f"train_size={self.train_size} + test_size={self.test_size} + val_size={self.val_size} exceed "
+            f"the {available} examples of {self.dataset}; lower them",
         )
+        check(
+            all(v >= 0 for v in self.refit_l2),
+            "refit_l2",
+            f"strengths must be >= 0, got {list(self.refit_l2)}",
+        )
+        check(
+            len(self.refit_l2) <= 1 or self.val_size > 0,
+            "refit_l2",
+            f"{len(self.refit_l2)} strengths need a validation split to choose among them: set val_size",
+        )
+        check(self.refit_layers >= 1, "refit_layers", f"must be >= 1, got {self.refit_layers}")
         check(
             0 <= self.flip_budget <= self.train_size // 2,
             "flip_budget",
@@ -227,6 +264,7 @@ METHOD = pa.schema(
     [
         ("method", pa.string()),
         ("acc", pa.float64()),  # on the evaluation split
+        ("acc_val", pa.float64()),  # on the validation split (NaN without one)
         ("macro_f1", pa.float64()),
         ("restored", pa.float64()),  # (acc - acc_poisoned) / (acc_clean - acc_poisoned); labels only
         ("agreement", pa.float64()),  # share of evaluation predictions equal to the retrained model's
@@ -242,6 +280,7 @@ METHOD = pa.schema(
         ("hvps", pa.int64()),  # Hessian-vector products over the whole corrected set
         ("diverged", pa.bool_()),  # the solve failed; the update was not applied
         ("tau", pa.float64()),  # first order: the step used
+        ("l2", pa.float64()),  # refit: the L2 strength per example used (chosen on validation)
         ("solver_residual", pa.float64()),  # second order: relative residual of its solve(s)
         ("sigma_needed", pa.float64()),  # logreg: sigma certifying (epsilon, delta) at this residual
         ("certified", pa.bool_()),  # logreg: perturbation_sigma >= sigma_needed (and > 0)
@@ -259,6 +298,8 @@ class Data:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    x_val: np.ndarray = None  # the validation split (empty without one)
+    y_val: np.ndarray = None
 
 
 def load_split(cfg: InfluenceConfig) -> Data:
@@ -275,14 +316,16 @@ def load_split(cfg: InfluenceConfig) -> Data:
                 f"one_vs_rest={cfg.one_vs_rest} is not a class of {cfg.dataset} (0..{n_classes - 1})"
             )
         y_all, n_classes = (y_all == cfg.one_vs_rest).astype(np.int64), 2
-    if cfg.train_size + cfg.test_size > len(x_all):
+    if cfg.train_size + cfg.test_size + cfg.val_size > len(x_all):
         raise ValueError(
-            f"train_size={cfg.train_size} + test_size={cfg.test_size} exceed the {len(x_all)} examples of "
-            f"{cfg.dataset}; lower them"
+            f"train_size={cfg.train_size} + test_size={cfg.test_size} + val_size={cfg.val_size} exceed the "
+            f"{len(x_all)} examples of {cfg.dataset}; lower them"
         )
     order = np.random.default_rng([cfg.split_seed, 0x696E666C]).permutation(len(x_all))
-    tr, te = order[: cfg.train_size], order[cfg.train_size : cfg.train_size + cfg.test_size]
-    return Data(x_all[tr], y_all[tr], x_all[te], y_all[te], n_classes)
+    # validation after evaluation: the training and evaluation splits do not depend on val_size
+    cut = np.cumsum([cfg.train_size, cfg.test_size, cfg.val_size])
+    tr, te, va = order[: cut[0]], order[cut[0] : cut[1]], order[cut[1] : cut[2]]
+    return Data(x_all[tr], y_all[tr], x_all[te], y_all[te], n_classes, x_all[va], y_all[va])
 
 
 def make_change(cfg: InfluenceConfig, data: Data):
@@ -313,7 +356,8 @@ def preprocess(cfg: InfluenceConfig, data: Data):
 
     if cfg.model != "logreg":
         return prep
-    return lambda x: np.c_[prep(x).reshape(len(x), -1).astype(np.float64), np.ones(len(x))]
+    width = int(np.prod(data.x_test.shape[1:]))  # an empty split (no validation) keeps its width
+    return lambda x: np.c_[prep(x).reshape(len(x), width).astype(np.float64), np.ones(len(x))]
 
 
 def _method_row(method: str, **values) -> dict:
@@ -323,9 +367,12 @@ def _method_row(method: str, **values) -> dict:
     return row
 
 
-def _tables(cfg, data: Data, change, rows: list[dict], pred: dict, n_classes: int, params, times):
-    """Both tables of a trial from the method rows (measures filled in here: accuracy, macro-F1,
-    restored fraction, agreement with retraining, loss gap) and every method's evaluation predictions.
+def _tables(
+    cfg, data: Data, change, rows: list[dict], pred: dict, n_classes: int, params, times, pred_val: dict
+):
+    """Both tables of a trial from the method rows (measures filled in here: accuracy, validation
+    accuracy, macro-F1, restored fraction, agreement with retraining, loss gap) and every method's
+    evaluation and validation predictions.
 
     Args:
         params: (trainable parameters, of them those the closed-form updates move).
@@ -340,6 +387,8 @@ def _tables(cfg, data: Data, change, rows: list[dict], pred: dict, n_classes: in
     for r in rows:
         p = pred[r["method"]]
         r["acc"] = acc[r["method"]]
+        if len(data.y_val):
+            r["acc_val"] = float((pred_val[r["method"]] == data.y_val).mean())
         r["macro_f1"] = macro_f1(data.y_test, p, n_classes)
         r["restored"] = restored_fraction(r["acc"], acc["none"], acc_clean) if labels else float("nan")
         r["agreement"] = float((p == pred["retrain"]).mean())
@@ -375,6 +424,7 @@ def run_convex(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
 
     prep = preprocess(cfg, data)
     x_old, x_new, x_test = prep(change.x_old), prep(change.x_new), prep(data.x_test)
+    x_val = prep(data.x_val)
     y_old, y_new = change.y_old, change.y_new
     d = x_old.shape[1]
     b = (
@@ -478,6 +528,7 @@ def run_convex(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
         return np.c_[np.zeros_like(s), s]
 
     pred = {m: (x_test @ t > 0).astype(np.int64) for m, t in thetas.items()}
+    pred_val = {m: (x_val @ t > 0).astype(np.int64) for m, t in thetas.items()}
     for r in rows:
         t = thetas[r["method"]]
         r["param_dist"] = float(np.linalg.norm(t - theta_re) / max(np.linalg.norm(theta_re), 1e-300))
@@ -500,6 +551,8 @@ def run_convex(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
         test_z = np.stack([logits(t, x_test) for t in shard_theta])
         train_z = np.stack([logits(t, x_new) for t in shard_theta])
         pred["sisa"] = sisa.aggregate(softmax(test_z, axis=-1), "vote")
+        val_z = np.stack([logits(t, x_val) for t in shard_theta])
+        pred_val["sisa"] = sisa.aggregate(softmax(val_z, axis=-1), "vote")
         rows.append(
             _method_row(
                 "sisa",
@@ -510,7 +563,7 @@ def run_convex(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
                 else float("nan"),
             )
         )
-    return _tables(cfg, data, change, rows, pred, 2, (d, d), (train_s, retrain_s))
+    return _tables(cfg, data, change, rows, pred, 2, (d, d), (train_s, retrain_s), pred_val)
 
 
 def _builder(cfg: InfluenceConfig, shape: tuple, n_classes: int):
@@ -519,6 +572,52 @@ def _builder(cfg: InfluenceConfig, shape: tuple, n_classes: int):
     if cfg.model == "tabular":
         return lambda: tabular.build_tabular_model(shape[0], n_classes, cfg.hidden)
     return lambda: image.build_image_model(cfg.model, shape, n_classes, dropout=cfg.dropout)
+
+
+def _refit(cfg: InfluenceConfig, model, trainer, x_new, y_new, x_val, y_val, weights: dict) -> dict:
+    """Method ``refit`` from theta* (the model's weights): the last ``refit_layers`` layers retrained on
+    the corrected set per L2 strength, the strength of best validation accuracy kept (ties: the first
+    listed). Its time covers the frozen layers' forward pass, every strength's fit and the choice."""
+    from privstudy.unlearning import neural
+
+    head = neural.Head(model, cfg.refit_layers)
+    warm = head.inputs(x_new[:2])  # trace the loss, gradient and curvature once, untimed
+    neural.refit(head, warm, y_new[:2], 1.0, max_steps=1)
+    start = time.perf_counter()
+    h = head.inputs(x_new)
+    h_val = head.inputs(x_val) if len(cfg.refit_l2) > 1 else None
+    best, hvps, grads = None, 0, 0
+    for l2 in cfg.refit_l2:
+        fit = neural.refit(head, h, y_new, l2, cg_iters=cfg.solver_iters)
+        hvps, grads = hvps + fit.counts.hvps, grads + fit.counts.grad_examples
+        score = 0.0
+        if h_val is not None:
+            theta0 = head.get()
+            head.set(fit.theta)
+            pred = np.concatenate(
+                [
+                    head.model(h_val[i : i + 1024], training=False).numpy().argmax(1)
+                    for i in range(0, len(h_val), 1024)
+                ]
+            )
+            score = float((pred == y_val).mean())
+            head.set(theta0)
+        if best is None or score > best[0]:
+            best = (score, l2, fit)
+    _, l2, fit = best
+    seconds = time.perf_counter() - start
+    w_star = model.get_weights()
+    head.set(fit.theta)
+    weights["refit"] = model.get_weights()
+    model.set_weights(w_star)
+    return _method_row(
+        "refit",
+        wall_s=seconds,
+        grad_examples=grads,
+        hvps=hvps,
+        l2=l2,
+        solver_residual=fit.grad_ratio,
+    )
 
 
 def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFrame]:
@@ -532,6 +631,7 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
 
     prep = preprocess(cfg, data)
     x_old, x_new, x_test = prep(change.x_old), prep(change.x_new), prep(data.x_test)
+    x_val = prep(data.x_val)
     y_old, y_new = change.y_old, change.y_new
     z = change.idx
     labels = cfg.setting == "labels"
@@ -593,6 +693,9 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
                 solver_residual=up.solver_residual,
             )
         )
+    if cfg.refit_l2:
+        model.set_weights(w_star)
+        rows.append(_refit(cfg, model, trainer, x_new, y_new, x_val, data.y_val, weights))
     if cfg.finetune_epochs:
         start = time.perf_counter()
         weights["finetune"] = trainer.fit(
@@ -609,10 +712,12 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
         return full.get()
 
     theta_re = flat(w_re)
-    pred = {}
+    pred, pred_val = {}, {}
     for r in rows:
         w = weights[r["method"]]
         pred[r["method"]] = trainer.logits(w, x_test).argmax(1)
+        if len(x_val):
+            pred_val[r["method"]] = trainer.logits(w, x_val).argmax(1)
         zt = trainer.logits(w, x_new)
         r["train_loss"] = float(
             tf.reduce_mean(
@@ -654,6 +759,9 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
         sisa_s = time.perf_counter() - start
         test_z = np.stack([trainer.logits(w, x_test) for w in shard_w])
         pred["sisa"] = sisa.aggregate(softmax(test_z, axis=-1), "vote")
+        if len(x_val):
+            val_z = np.stack([trainer.logits(w, x_val) for w in shard_w])
+            pred_val["sisa"] = sisa.aggregate(softmax(val_z, axis=-1), "vote")
         row = _method_row("sisa", wall_s=sisa_s, grad_examples=int(sum(j.point_epochs for j in jobs)))
         if labels:
             train_z = np.stack([trainer.logits(w, x_new) for w in shard_w])
@@ -661,7 +769,15 @@ def run_neural(cfg: InfluenceConfig, data: Data, change) -> dict[str, pd.DataFra
         rows.append(row)
 
     return _tables(
-        cfg, data, change, rows, pred, data.n_classes, (full.n_params, head.n_params), (train_s, retrain_s)
+        cfg,
+        data,
+        change,
+        rows,
+        pred,
+        data.n_classes,
+        (full.n_params, head.n_params),
+        (train_s, retrain_s),
+        pred_val,
     )
 
 

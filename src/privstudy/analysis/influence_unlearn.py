@@ -1,9 +1,10 @@
 """Tables and figures of kind `influence_unlearn`: every unlearning method against retraining.
 
 ``unlearn_methods``: per setting and method, mean [95% CI] over seeds of the evaluation accuracy,
-macro-F1, restored fraction (label poisoning), agreement with the retrained model's predictions,
-relative parameter distance to it, training-loss gap, gradient residual, time as a share of retraining,
-and the membership AUC of the old labels (0.5: no trace of them); with the number of diverged solves.
+validation accuracy (with a validation split), macro-F1, restored fraction (label poisoning),
+agreement with the retrained model's predictions, relative parameter distance to it, training-loss gap,
+gradient residual, time as a share of retraining, the membership AUC of the old labels (0.5: no trace of
+them) and the refit's chosen L2; with the number of diverged solves.
 ``unlearn_trials``: per setting, the clean and poisoned accuracies and the training times. Figure
 ``unlearn_tradeoff``: restored fraction (or agreement, for feature changes) against time over retraining.
 """
@@ -25,11 +26,12 @@ from privstudy.analysis.common import (
     varying_params,
     write_table,
 )
+from privstudy.influence_runner import METHODS
 
 KIND = "influence_unlearn"
-METHODS = ("none", "first_order", "second_order", "finetune", "retrain", "sisa")
 SHOWN = [
     ("acc", "accuracy"),
+    ("acc_val", "val. accuracy"),
     ("macro_f1", "macro-F1"),
     ("restored", "restored"),
     ("agreement", "agreement"),
@@ -38,6 +40,7 @@ SHOWN = [
     ("grad_residual", "grad. residual"),
     ("time_ratio", "time / retrain"),
     ("old_label_auc", "old-label AUC"),
+    ("l2", "refit L2"),
 ]
 
 
@@ -62,7 +65,9 @@ def method_summary(methods: pd.DataFrame, params: list[str]) -> pd.DataFrame:
 
 def _figure(summary: pd.DataFrame, params: list[str], labels: bool, out_dir: Path) -> Path | None:
     col = "restored" if labels else "agreement"
-    rows = summary[summary["method"].isin(["first_order", "second_order", "finetune", "sisa", "retrain"])]
+    rows = summary[
+        summary["method"].isin(["first_order", "second_order", "refit", "finetune", "sisa", "retrain"])
+    ]
     if not rows[f"{col}_mean"].notna().any():
         return None
     import matplotlib
@@ -72,7 +77,7 @@ def _figure(summary: pd.DataFrame, params: list[str], labels: bool, out_dir: Pat
 
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     groups = rows.groupby(params, sort=True, dropna=False) if params else [((), rows)]
-    markers = dict(zip(METHODS, "xosd^v"))
+    markers = dict(zip(METHODS, "xos*d^v"))
     for key, g in groups:
         key = key if isinstance(key, tuple) else (key,)
         setting = ", ".join(f"{p}={v}" for p, v in zip(params, key))
@@ -115,11 +120,13 @@ def build(study: StudyData, out_dir: Path) -> list[str]:
     lines = [f"### Closed-form unlearning ({len(trials)} trials)", ""]
     w = write_table(out_dir, "unlearn_methods", summary, shown, "Unlearning methods against retraining")
     lines += [
-        "Every method on one evaluation split, mean [95% CI] over seeds: accuracy, macro-F1, the restored "
+        "Every method on one evaluation split, mean [95% CI] over seeds: accuracy (and on the validation "
+        "split, when the trials have one), macro-F1, the restored "
         "fraction of the accuracy lost to label poisoning, agreement of predictions and relative parameter "
         "distance to the retrained model, training-loss gap to it, gradient residual on the corrected set "
         "(the unlearned parameters), time over retraining's, and the membership AUC of the old labels "
-        "(changed points against unchanged ones of their class; 0.5: no trace of the old labels). "
+        "(changed points against unchanged ones of their class; 0.5: no trace of the old labels); "
+        "`refit L2`: the strength the refit chose on the validation split. "
         "`diverged`: trials whose solve failed (the update was not applied).",
         "",
         w.markdown,

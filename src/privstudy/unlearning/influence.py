@@ -90,8 +90,9 @@ def _compiled(model, variables, from_logits: bool):
         return flat(tape.gradient(z, variables, output_gradients=hz))
 
     @tf.function(reduce_retracing=True)
-    def loss_chunk(x, y):
-        return _summed_loss(model, x, y, from_logits)
+    def loss_chunk(x, y):  # per example: summed in float64 by the caller
+        out = model(x, training=False)
+        return tf.keras.losses.sparse_categorical_crossentropy(y, out, from_logits=from_logits)
 
     cache[key] = (grad_chunk, hvp_chunk, ggn_chunk, loss_chunk)
     return cache[key]
@@ -100,10 +101,14 @@ def _compiled(model, variables, from_logits: bool):
 def loss_sum(
     model, variables, x: np.ndarray, y: np.ndarray, chunk: int = 2048, from_logits: bool = False
 ) -> float:
-    """The summed loss over (x, y), accumulated in float64 over chunks; 0 for no examples."""
+    """The summed loss over (x, y): per-example losses in the model's precision, summed in float64 (a
+    line search compares sums that differ in their last float32 digits); 0 for no examples."""
     loss_chunk = _compiled(model, variables, from_logits)[3]
     return float(
-        sum(float(loss_chunk(x[i : i + chunk], y[i : i + chunk]).numpy()) for i in range(0, len(x), chunk))
+        sum(
+            loss_chunk(x[i : i + chunk], y[i : i + chunk]).numpy().astype(np.float64).sum()
+            for i in range(0, len(x), chunk)
+        )
     )
 
 
