@@ -413,7 +413,7 @@ def test_validation_split_is_disjoint_and_leaves_the_other_splits_as_they_were()
 
 def test_refit_keeps_the_strength_of_best_validation_accuracy():
     """With two strengths the refit must equal the single-strength trial of higher validation accuracy
-    (same theta*, same start): its L2, validation and evaluation accuracy."""
+    (same theta*, same start): its L2, validation and evaluation accuracy, and its work is the sum."""
     from privstudy.influence_runner import run
 
     single = {}

@@ -576,24 +576,27 @@ def _builder(cfg: InfluenceConfig, shape: tuple, n_classes: int):
 
 def _refit(cfg: InfluenceConfig, model, trainer, x_new, y_new, x_val, y_val, weights: dict) -> dict:
     """Method ``refit`` from theta* (the model's weights): the last ``refit_layers`` layers retrained on
-    the corrected set per L2 strength, the strength of best validation accuracy kept (ties: the first
-    listed). Its time covers the frozen layers' forward pass, every strength's fit and the choice."""
+    the corrected set per L2 strength, each from theta*, the strength of best validation accuracy kept
+    (ties: the first listed). Its time covers the frozen layers' forward passes, every strength's fit
+    and the choice. (Warm starts along the strengths, largest first, took more Hessian-vector products
+    than these cold starts on the published VGG: 3,560 against 2,014 for seven strengths.)"""
     from privstudy.unlearning import neural
 
     head = neural.Head(model, cfg.refit_layers)
-    warm = head.inputs(x_new[:2])  # trace the loss, gradient and curvature once, untimed
-    neural.refit(head, warm, y_new[:2], 1.0, max_steps=1)
+    for k in (2, 3):  # trace the loss, gradient and curvature untimed, for a second shape as well
+        neural.refit(head, head.inputs(x_new[:k]), y_new[:k], 1.0, max_steps=1)
     start = time.perf_counter()
     h = head.inputs(x_new)
     h_val = head.inputs(x_val) if len(cfg.refit_l2) > 1 else None
+    theta_star = head.get()
     best, hvps, grads = None, 0, 0
     for l2 in cfg.refit_l2:
+        head.set(theta_star)
         fit = neural.refit(head, h, y_new, l2, cg_iters=cfg.solver_iters)
+        head.set(fit.theta)
         hvps, grads = hvps + fit.counts.hvps, grads + fit.counts.grad_examples
         score = 0.0
         if h_val is not None:
-            theta0 = head.get()
-            head.set(fit.theta)
             pred = np.concatenate(
                 [
                     head.model(h_val[i : i + 1024], training=False).numpy().argmax(1)
@@ -601,11 +604,11 @@ def _refit(cfg: InfluenceConfig, model, trainer, x_new, y_new, x_val, y_val, wei
                 ]
             )
             score = float((pred == y_val).mean())
-            head.set(theta0)
         if best is None or score > best[0]:
             best = (score, l2, fit)
     _, l2, fit = best
     seconds = time.perf_counter() - start
+    head.set(theta_star)
     w_star = model.get_weights()
     head.set(fit.theta)
     weights["refit"] = model.get_weights()
