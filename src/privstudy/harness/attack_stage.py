@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from privstudy.harness import results
 from privstudy.harness.worker import TrialOutcome, _slurm_ids
+from privstudy.mia.attacks import RMIA_A
 
 KIND = "mia_attack"  # the provenance `kind` of attack units
 ATTACK_CODE = 1
@@ -45,7 +46,6 @@ UNITS_DIR = "attacks/units"
 SCORES_DIR = "attacks/scores"
 SHADOW_TARGETS = 8  # the shadow attack trains classifiers per class and target: at most this many targets
 FPR_GRID = np.logspace(-4, 0, 81)  # the fixed log grid each unit's ROC is stored on
-RMIA_A = 0.3  # RMIA's parameter a
 SHADOW_SEED = 0  # the shadow attack's folds and row sample
 
 METRIC_COLUMNS = [

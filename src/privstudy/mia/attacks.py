@@ -42,6 +42,8 @@ from typing import Callable, Optional
 import numpy as np
 from scipy.stats import norm
 
+RMIA_A = 0.3  # RMIA's parameter a: the one offline default every caller shares
+
 THRESHOLD_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy")
 ATTACKS = THRESHOLD_ATTACKS + (
     "shadow",
@@ -198,13 +200,13 @@ def lira_offset(data: ScoreSet, target: int) -> np.ndarray:
     return np.nan_to_num(data.views[target, :, 0] - _out_mean(data.views[..., 0], data.keep, target))
 
 
-def rmia(data: ScoreSet, target: int, a: float = 0.3, gamma: float = 1.0) -> np.ndarray:
+def rmia(data: ScoreSet, target: int, a: float = RMIA_A, gamma: float = 1.0) -> np.ndarray:
     """RMIA offline with parameter ``a``; population points z: all the scored examples."""
     return rmia_scores(data.p_true[target], _out_mean(data.p_true, data.keep, target), a, gamma)
 
 
 def rmia_scores(
-    p_target: np.ndarray, p_out_mean: np.ndarray, a: float = 0.3, gamma: float = 1.0
+    p_target: np.ndarray, p_out_mean: np.ndarray, a: float = RMIA_A, gamma: float = 1.0
 ) -> np.ndarray:
     """RMIA's scores (N,) from the target's true-class probabilities and their mean over OUT shadows."""
     pr_x = 0.5 * ((1 + a) * np.nan_to_num(p_out_mean, nan=0.0) + (1 - a))
@@ -270,7 +272,7 @@ def _log_probs(probs: np.ndarray) -> np.ndarray:
     return np.log(np.clip(probs.astype(np.float64), 1e-30, 1.0))
 
 
-def run_attack(name: str, data: ScoreSet, target: int, rmia_a: float = 0.3, seed: int = 0) -> np.ndarray:
+def run_attack(name: str, data: ScoreSet, target: int, rmia_a: float = RMIA_A, seed: int = 0) -> np.ndarray:
     """Membership scores (higher = member) of every example for one target model."""
     table: dict[str, Callable[[], np.ndarray]] = {
         "loss": lambda: -data.loss[target],

@@ -182,7 +182,7 @@ class SharedStats:
         use = (slots < side.valid[None]) & (slots != removed[:, 0][None]) & (slots != removed[:, 1][None])
         return np.where(use, gathered, 0.0).sum(axis=0) / k
 
-    def run(self, name: str, target: int, rmia_a: float = 0.3, seed: int = 0) -> np.ndarray:
+    def run(self, name: str, target: int, rmia_a: float = attacks.RMIA_A, seed: int = 0) -> np.ndarray:
         """Membership scores (N,) of one attack on one target: ``attacks.run_attack``'s, bit for bit."""
         if name not in FAST or not self.usable(target):
             return attacks.run_attack(name, self.data, target, rmia_a=rmia_a, seed=seed)
