@@ -588,7 +588,7 @@ def _refit(cfg: InfluenceConfig, model, trainer, x_new, y_new, x_val, y_val, wei
     start = time.perf_counter()
     h = head.inputs(x_new)
     h_val = head.inputs(x_val) if len(cfg.refit_l2) > 1 else None
-    theta_star = head.get()
+    theta_star, w_star = head.get(), model.get_weights()
     best, hvps, grads = None, 0, 0
     for l2 in cfg.refit_l2:
         head.set(theta_star)
@@ -608,8 +608,6 @@ def _refit(cfg: InfluenceConfig, model, trainer, x_new, y_new, x_val, y_val, wei
             best = (score, l2, fit)
     _, l2, fit = best
     seconds = time.perf_counter() - start
-    head.set(theta_star)
-    w_star = model.get_weights()
     head.set(fit.theta)
     weights["refit"] = model.get_weights()
     model.set_weights(w_star)
